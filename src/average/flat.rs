@@ -1,0 +1,176 @@
+//! Flat storage: one contiguous buffer per (device, dtype) group, with per-variable views.
+//!
+//! An update is then one fused `_foreach_lerp_` per group over views that tile the buffer, so it
+//! reads the average and the parameter and writes the average once: 12 bytes per fp32 parameter,
+//! the memory-bandwidth floor. Half-precision sources get an fp32 group, because a bf16 shadow
+//! with decay 0.9999 never moves.
+use crate::error::Result;
+use crate::shim;
+use tch::{Device, Kind, Tensor};
+
+/// The dtype an average of `source` is kept in: fp32 for half precision, otherwise the same.
+pub fn average_kind(source: Kind) -> Kind {
+    match source {
+        Kind::Half | Kind::BFloat16 => Kind::Float,
+        other => other,
+    }
+}
+
+/// What the storage needs to know of one variable.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VarSpec {
+    /// The variable's shape.
+    pub shape: Vec<i64>,
+    /// The model's dtype for it.
+    pub kind: Kind,
+    /// Its device.
+    pub device: Device,
+}
+
+/// One (device, source dtype) group: a flat buffer and the views that tile it.
+#[derive(Debug)]
+pub struct FlatGroup {
+    /// The device of every member.
+    pub device: Device,
+    /// The dtype of the model's variables in this group.
+    pub source_kind: Kind,
+    /// The contiguous 1-D buffer (dtype [`average_kind`]`(source_kind)`).
+    pub buffer: Tensor,
+    /// Views into `buffer`, one per member, shaped like the variable.
+    pub views: Vec<Tensor>,
+    /// The members' indices in the caller's variable list.
+    pub members: Vec<usize>,
+}
+
+/// Averages of a list of variables, stored group-wise.
+#[derive(Debug)]
+pub struct FlatStorage {
+    groups: Vec<FlatGroup>,
+    len: usize,
+}
+
+impl FlatStorage {
+    /// Allocates zeroed storage for `specs` (grouped in first-seen order of (device, dtype)).
+    pub fn new(specs: &[VarSpec]) -> Result<Self> {
+        let mut keys: Vec<(Device, Kind)> = Vec::new();
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            let key = (spec.device, spec.kind);
+            match keys.iter().position(|k| *k == key) {
+                Some(g) => members[g].push(i),
+                None => {
+                    keys.push(key);
+                    members.push(vec![i]);
+                }
+            }
+        }
+        let mut groups = Vec::with_capacity(keys.len());
+        for ((device, source_kind), members) in keys.into_iter().zip(members) {
+            let numels: Vec<i64> = members
+                .iter()
+                .map(|&i| specs[i].shape.iter().product())
+                .collect();
+            let total: i64 = numels.iter().sum();
+            let buffer = Tensor::f_zeros([total], (average_kind(source_kind), device))?;
+            let mut views = Vec::with_capacity(members.len());
+            let mut offset = 0;
+            for (&i, &numel) in members.iter().zip(&numels) {
+                views.push(
+                    buffer
+                        .f_narrow(0, offset, numel)?
+                        .f_view(specs[i].shape.as_slice())?,
+                );
+                offset += numel;
+            }
+            groups.push(FlatGroup {
+                device,
+                source_kind,
+                buffer,
+                views,
+                members,
+            });
+        }
+        Ok(FlatStorage {
+            groups,
+            len: specs.len(),
+        })
+    }
+
+    /// The groups.
+    pub fn groups(&self) -> &[FlatGroup] {
+        &self.groups
+    }
+
+    /// The number of variables stored.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The view of variable `i` (in the caller's order).
+    pub fn view(&self, i: usize) -> Option<&Tensor> {
+        self.groups
+            .iter()
+            .find_map(|g| g.members.iter().position(|&m| m == i).map(|k| &g.views[k]))
+    }
+
+    /// Every view, in the caller's order.
+    pub fn views_in_order(&self) -> Vec<Tensor> {
+        let mut out: Vec<Option<Tensor>> = (0..self.len).map(|_| None).collect();
+        for g in &self.groups {
+            for (k, &m) in g.members.iter().enumerate() {
+                out[m] = Some(g.views[k].shallow_clone());
+            }
+        }
+        out.into_iter().flatten().collect()
+    }
+
+    fn pick(group: &FlatGroup, sources: &[Tensor]) -> Vec<Tensor> {
+        group
+            .members
+            .iter()
+            .map(|&m| sources[m].shallow_clone())
+            .collect()
+    }
+
+    /// `avg ← avg + weight·(source − avg)` for every variable; `sources` in the caller's order.
+    pub fn lerp_(&self, sources: &[Tensor], weight: f64) -> Result<()> {
+        for g in &self.groups {
+            shim::foreach_lerp_(&g.views, &Self::pick(g, sources), weight)?;
+        }
+        Ok(())
+    }
+
+    /// `avg ← source` for every variable.
+    pub fn copy_from(&self, sources: &[Tensor]) -> Result<()> {
+        for g in &self.groups {
+            shim::foreach_copy_(&g.views, &Self::pick(g, sources))?;
+        }
+        Ok(())
+    }
+
+    /// `dest ← avg` for every variable (converted to the destination's dtype).
+    pub fn copy_into(&self, dests: &[Tensor]) -> Result<()> {
+        for g in &self.groups {
+            shim::foreach_copy_(&Self::pick(g, dests), &g.views)?;
+        }
+        Ok(())
+    }
+
+    /// `dest ← avg + β·(avg − anchor)` for every variable; `dest` may alias `anchor`.
+    pub fn biased_into(&self, dests: &[Tensor], anchors: &[Tensor], beta: f64) -> Result<()> {
+        for g in &self.groups {
+            super::bias::bias_toward_flat(
+                &Self::pick(g, dests),
+                &g.views,
+                &Self::pick(g, anchors),
+                beta,
+            )?;
+        }
+        Ok(())
+    }
+}
