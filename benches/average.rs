@@ -1,3 +1,163 @@
-//! Averaging benchmarks (being written).
-pub fn average(_c: &mut criterion::Criterion) {}
+//! The averaging update on the exact parameter shapes of ResNet-50 (161 tensors, 25.6 M) and
+//! ViT-B/16 (152 tensors, 86.6 M) from `fixtures/param_shapes.json`:
+//!
+//! - `per_tensor_lerp`: one tch `lerp_` per parameter into its own average tensor (what pure
+//!   tch can do: it binds no `_foreach_*`);
+//! - `averager`: [`Averager::update`] on a VarStore (flat buffer per group, fused shim call);
+//! - `floor_copy`: a device copy moving 12 bytes per parameter (read avg, read param, write avg),
+//!   the memory-bandwidth floor of any averaging update.
+//!
+//! After criterion's runs, a summary times each again (median of 15) in the same process and
+//! prints ours / floor and per-tensor / ours, and writes `target/bench/average.json`.
+use asymvalley::average::{Averager, AveragerConfig};
+use criterion::{BenchmarkId, Criterion, Throughput};
+use std::time::{Duration, Instant};
+use tch::{nn, Device, Kind, Tensor};
+
+fn shapes() -> Vec<(String, Vec<Vec<i64>>)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/param_shapes.json");
+    let text = std::fs::read_to_string(path).expect("fixtures/param_shapes.json is readable");
+    let map: std::collections::BTreeMap<String, Vec<Vec<i64>>> =
+        serde_json::from_str(&text).expect("valid shapes JSON");
+    map.into_iter().collect()
+}
+
+struct Case {
+    params: i64,
+    vs: nn::VarStore,
+    averager: Averager,
+    per_tensor_avg: Vec<Tensor>,
+    per_tensor_src: Vec<Tensor>,
+    copy_src: Tensor,
+    copy_dst: Tensor,
+}
+
+fn case(shapes: &[Vec<i64>]) -> Case {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let root = vs.root();
+    let mut per_tensor_avg = Vec::new();
+    let mut per_tensor_src = Vec::new();
+    for (i, s) in shapes.iter().enumerate() {
+        let p = root.add(
+            &format!("p{i:03}"),
+            Tensor::randn(s.as_slice(), (Kind::Float, Device::Cpu)),
+            true,
+        );
+        per_tensor_src.push(p.detach());
+        per_tensor_avg.push(Tensor::zeros(s.as_slice(), (Kind::Float, Device::Cpu)));
+    }
+    let params: i64 = shapes.iter().map(|s| s.iter().product::<i64>()).sum();
+    let mut averager = Averager::new(&vs, AveragerConfig::swa()).expect("averager");
+    averager.update(&vs).expect("first update copies");
+    // 1.5·N fp32 elements copied = 6N bytes read + 6N written = 12 bytes per parameter.
+    let floor_elems = params * 3 / 2;
+    let copy_src = Tensor::randn([floor_elems], (Kind::Float, Device::Cpu));
+    let copy_dst = Tensor::zeros([floor_elems], (Kind::Float, Device::Cpu));
+    Case {
+        params,
+        vs,
+        averager,
+        per_tensor_avg,
+        per_tensor_src,
+        copy_src,
+        copy_dst,
+    }
+}
+
+fn per_tensor_lerp(c: &Case) {
+    tch::no_grad(|| {
+        for (a, p) in c.per_tensor_avg.iter().zip(&c.per_tensor_src) {
+            let _ = a.shallow_clone().lerp_(p, 0.5);
+        }
+    })
+}
+
+fn averager_update(c: &mut Case) {
+    c.averager.update(&c.vs).expect("update");
+}
+
+fn floor_copy(c: &Case) {
+    let _ = c.copy_dst.shallow_clone().copy_(&c.copy_src);
+}
+
+fn median_ms(mut f: impl FnMut()) -> f64 {
+    for _ in 0..3 {
+        f();
+    }
+    let mut times: Vec<f64> = (0..15)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(|a, b| a.total_cmp(b));
+    times[times.len() / 2]
+}
+
+/// Criterion group body.
+pub fn average(cr: &mut Criterion) {
+    let mut summary = Vec::new();
+    for (model, shapes) in shapes() {
+        let mut c = case(&shapes);
+        let mut g = cr.benchmark_group(format!("average/{model}"));
+        g.sample_size(10)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(3));
+        g.throughput(Throughput::Bytes(12 * c.params as u64));
+        g.bench_function(BenchmarkId::new("per_tensor_lerp", c.params), |b| {
+            b.iter(|| per_tensor_lerp(&c))
+        });
+        g.bench_function(BenchmarkId::new("averager", c.params), |b| {
+            b.iter(|| averager_update(&mut c))
+        });
+        g.bench_function(BenchmarkId::new("floor_copy", c.params), |b| {
+            b.iter(|| floor_copy(&c))
+        });
+        g.finish();
+        let floor = median_ms(|| floor_copy(&c));
+        let ours = median_ms(|| averager_update(&mut c));
+        let loop_ms = median_ms(|| per_tensor_lerp(&c));
+        let gbps = 12.0 * c.params as f64 / (floor * 1e-3) / 1e9;
+        summary.push(serde_json::json!({
+            "model": model, "tensors": shapes.len(), "params": c.params,
+            "floor_ms": floor, "averager_ms": ours, "per_tensor_lerp_ms": loop_ms,
+            "copy_bandwidth_gb_s": gbps, "averager_over_floor": ours / floor, "per_tensor_over_averager": loop_ms / ours,
+        }));
+    }
+    println!(
+        "\nAveraging update on CPU ({} threads), medians of 15:",
+        tch::get_num_threads()
+    );
+    println!(
+        "{:<10} {:>8} {:>10} {:>12} {:>14} {:>11} {:>14}",
+        "model",
+        "params",
+        "floor ms",
+        "averager ms",
+        "per-tensor ms",
+        "ours/floor",
+        "per-tensor/ours"
+    );
+    for s in &summary {
+        println!(
+            "{:<10} {:>7.1}M {:>10.2} {:>12.2} {:>14.2} {:>10.2}x {:>13.2}x",
+            s["model"].as_str().unwrap_or(""),
+            s["params"].as_f64().unwrap_or(0.0) / 1e6,
+            s["floor_ms"].as_f64().unwrap_or(0.0),
+            s["averager_ms"].as_f64().unwrap_or(0.0),
+            s["per_tensor_lerp_ms"].as_f64().unwrap_or(0.0),
+            s["averager_over_floor"].as_f64().unwrap_or(0.0),
+            s["per_tensor_over_averager"].as_f64().unwrap_or(0.0),
+        );
+    }
+    let out = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench");
+    let _ = std::fs::create_dir_all(out);
+    let _ = std::fs::write(
+        format!("{out}/average.json"),
+        serde_json::to_string_pretty(&summary).unwrap_or_default(),
+    );
+    println!("written: {out}/average.json");
+}
+
 criterion::criterion_group!(average_benches, average);

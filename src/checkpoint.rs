@@ -8,7 +8,7 @@
 //! A resumed run continues bit for bit: the averages are stored exactly and the counters with them.
 use crate::average::{Averager, AveragerConfig};
 use crate::error::{Error, Result};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
@@ -170,8 +170,12 @@ impl Averager {
             reason,
         };
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let (_, meta) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| bad(format!("not a safetensors file ({e:?})")))?;
+        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| match e {
+            SafeTensorError::MetadataIncompleteBuffer => {
+                bad("truncated: the header promises more bytes than the file holds".into())
+            }
+            other => bad(format!("not a safetensors file ({other:?})")),
+        })?;
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| bad(format!("truncated or malformed ({e:?})")))?;
         let info = meta.metadata().clone().unwrap_or_default();

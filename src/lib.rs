@@ -14,4 +14,5 @@ pub mod bn;
 pub mod cli;
 pub mod data;
 pub mod model;
+pub mod op;
 pub mod train;

@@ -1,1 +1,13 @@
+//! The one integration-test binary (`cargo test --release --test integration`).
+mod common;
 
+/// SWA/EMA/warm-ups/bias against closed forms and f64 references; half precision; buffers.
+mod average;
+/// BatchNorm re-estimation against the sample-weighted mean of batch statistics.
+mod batch_norm;
+/// Checkpoint/resume: bitwise resume, truncated or corrupted files refused, atomicity.
+mod checkpoint;
+/// Bad input: named, valued, expected; nothing modified.
+mod errors;
+/// The demo's training pieces: the train2.py schedule and SWA over a real training run.
+mod training;

@@ -38,6 +38,9 @@ char* guarded(F&& body) {
   try {
     body();
     return nullptr;
+  } catch (const c10::Error& e) {
+    // Without the C++ backtrace: the message is for a user reading a Rust error.
+    return copy_message(e.what_without_backtrace());
   } catch (const std::exception& e) {
     return copy_message(e.what());
   } catch (...) {

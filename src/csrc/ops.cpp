@@ -1,0 +1,452 @@
+// The TorchScript op library: `torch.ops.asymvalley.*` and `torch.classes.asymvalley.Averager`.
+//
+// This file registers the schemas and the kernels; Rust (src/op/) validates every call before a
+// tensor is touched and decides what an Averager update does. The kernels call `at::_foreach_*`,
+// one call per (device, dtype) group, so a CUDA update is a handful of fused launches.
+//
+// Counter and weight, without a device sync:
+// - `n_averaged` on the CPU (what `asymvalley.AveragedModel` passes: a host-side counter): it is
+//   read directly (a CPU read, no device sync) and the weight is a host double Scalar, which
+//   takes `_foreach_lerp_`'s fused fast path.
+// - `n_averaged` on the device (TorchScript users mirroring `AveragedModel.n_averaged`): never
+//   read on the host. The weight is a 0-dim device tensor (`1/(n+1)` for SWA, `where(n == 0, 1,
+//   1 - decay)` for EMA) fed to `_foreach_lerp_`'s tensor-weight overload; weight 1 is the copy
+//   of the first call (`lerp(a, b, 1) == b` exactly for finite `a`). That overload loops per
+//   tensor on CUDA: it trades launches for the absence of a sync.
+//
+// Never include torch/extension.h here: it links Python (BUILD.md §5).
+#include <ATen/ATen.h>
+#include <torch/custom_class.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+extern "C" {
+// Must match `AsvTensorDesc` in src/op/mod.rs.
+struct AsvTensorDesc {
+  int32_t dtype;
+  int32_t has_span;
+  int64_t ndim;
+  const int64_t* sizes;
+  const char* device;
+  size_t start;
+  size_t end;
+};
+
+char* asymvalley_op_check_update(const char* op, const AsvTensorDesc* avg, size_t n_avg,
+                                 const AsvTensorDesc* params, size_t n_params,
+                                 const AsvTensorDesc* counter, double decay, int32_t has_decay);
+char* asymvalley_op_check_bias(const AsvTensorDesc* out, size_t n_out, const AsvTensorDesc* avg,
+                               size_t n_avg, const AsvTensorDesc* anchor, size_t n_anchor,
+                               double beta);
+char* asymvalley_op_check_write(const char* op, const AsvTensorDesc* dst, size_t n_dst,
+                                const AsvTensorDesc* src, size_t n_src, int32_t src_mutated);
+char* asymvalley_op_averager_plan(const char* mode, const char* warmup, double decay,
+                                  double inv_gamma, double power, double min_decay,
+                                  int64_t update_after_step, int64_t update_every, int64_t steps,
+                                  int64_t n_averaged, int32_t* action, double* weight);
+double asymvalley_op_swa_weight(int64_t n_averaged);
+void asymvalley_op_free_error(char* msg);
+}
+
+namespace asymvalley {
+namespace {
+
+// Descriptions of a list of tensors, kept alive while Rust reads them.
+class Descs {
+ public:
+  explicit Descs(at::ArrayRef<at::Tensor> ts) {
+    const size_t n = ts.size();
+    devices_.reserve(n);
+    sizes_.reserve(n);
+    descs_.reserve(n);
+    for (const auto& t : ts) {
+      TORCH_CHECK(t.defined(), "asymvalley: an undefined tensor was passed");
+      devices_.push_back(t.device().str());
+      sizes_.emplace_back(t.sizes().begin(), t.sizes().end());
+      AsvTensorDesc d{};
+      d.dtype = static_cast<int32_t>(t.scalar_type());
+      d.ndim = t.dim();
+      // Meta/fake tensors have no memory: no span, no aliasing check.
+      if (!t.is_meta() && t.has_storage() && t.numel() > 0 && t.data_ptr() != nullptr) {
+        int64_t extent = 1;
+        for (int64_t k = 0; k < t.dim(); ++k) extent += (t.size(k) - 1) * t.stride(k);
+        d.has_span = 1;
+        d.start = reinterpret_cast<size_t>(t.data_ptr());
+        d.end = d.start + static_cast<size_t>(extent) * t.element_size();
+      }
+      descs_.push_back(d);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      descs_[i].sizes = sizes_[i].data();
+      descs_[i].device = devices_[i].c_str();
+    }
+  }
+  const AsvTensorDesc* data() const { return descs_.empty() ? nullptr : descs_.data(); }
+  size_t size() const { return descs_.size(); }
+
+ private:
+  std::vector<std::string> devices_;
+  std::vector<std::vector<int64_t>> sizes_;
+  std::vector<AsvTensorDesc> descs_;
+};
+
+// Rethrows a Rust error message as a c10::Error (Python: RuntimeError).
+void raise_if(char* msg) {
+  if (msg == nullptr) return;
+  std::string text(msg);
+  asymvalley_op_free_error(msg);
+  TORCH_CHECK(false, text);
+}
+
+void check_update(const char* op, at::TensorList avg, at::TensorList params,
+                  const at::Tensor* counter, c10::optional<double> decay) {
+  Descs a(avg), p(params);
+  std::vector<at::Tensor> c;
+  if (counter != nullptr) c.push_back(*counter);
+  Descs cd(c);
+  raise_if(asymvalley_op_check_update(op, a.data(), a.size(), p.data(), p.size(), cd.data(),
+                                      decay.value_or(0.0), decay.has_value() ? 1 : 0));
+}
+
+// Indices of `avg` grouped by (device, dtype), in first-appearance order.
+std::vector<std::vector<size_t>> groups_of(at::TensorList avg) {
+  std::vector<std::vector<size_t>> out;
+  std::map<std::pair<std::string, int>, size_t> where;
+  for (size_t i = 0; i < avg.size(); ++i) {
+    auto key = std::make_pair(avg[i].device().str(), static_cast<int>(avg[i].scalar_type()));
+    auto it = where.find(key);
+    if (it == where.end()) {
+      where.emplace(key, out.size());
+      out.push_back({i});
+    } else {
+      out[it->second].push_back(i);
+    }
+  }
+  return out;
+}
+
+std::vector<at::Tensor> pick(at::TensorList ts, const std::vector<size_t>& idx) {
+  std::vector<at::Tensor> out;
+  out.reserve(idx.size());
+  for (size_t i : idx) out.push_back(ts[i]);
+  return out;
+}
+
+// `src` converted to the dtype of `like` where they differ (a bf16 model into an fp32 average).
+std::vector<at::Tensor> in_dtype_of(const std::vector<at::Tensor>& like, std::vector<at::Tensor> src) {
+  for (size_t i = 0; i < src.size(); ++i) {
+    if (src[i].scalar_type() != like[i].scalar_type()) src[i] = src[i].to(like[i].scalar_type());
+  }
+  return src;
+}
+
+// avg <- lerp(avg, params, w) with a host weight, or a copy when `copy`, per (device, dtype) group.
+void lerp_host(at::TensorList avg, at::TensorList params, bool copy, double weight) {
+  for (const auto& g : groups_of(avg)) {
+    auto a = pick(avg, g);
+    auto p = pick(params, g);
+    if (copy) {
+      at::_foreach_copy_(a, p, /*non_blocking=*/false);
+    } else {
+      at::_foreach_lerp_(a, in_dtype_of(a, std::move(p)), at::Scalar(weight));
+    }
+  }
+}
+
+// avg <- lerp(avg, params, w) with a 0-dim device weight tensor (no host read).
+void lerp_device(at::TensorList avg, at::TensorList params, const at::Tensor& weight) {
+  for (const auto& g : groups_of(avg)) {
+    auto a = pick(avg, g);
+    auto p = in_dtype_of(a, pick(params, g));
+    auto w = weight.to(a[0].scalar_type());
+    std::vector<at::Tensor> ws(a.size(), w);
+    at::_foreach_lerp_(a, p, ws);
+  }
+}
+
+}  // namespace
+
+// swa_update_(avg, params, n_averaged): equal-weight running mean, first call copies.
+void swa_update_(at::TensorList avg, at::TensorList params, const at::Tensor& n_averaged) {
+  check_update("swa_update_", avg, params, &n_averaged, c10::nullopt);
+  at::NoGradGuard no_grad;
+  if (n_averaged.device().is_cpu()) {
+    const int64_t n = n_averaged.item<int64_t>();  // a CPU read: no device sync
+    lerp_host(avg, params, n == 0, asymvalley_op_swa_weight(n));
+  } else {
+    // 1/(n+1) computed in float64 on the device (cast to each group's dtype); n = 0 gives 1 (the copy).
+    lerp_device(avg, params, at::reciprocal((n_averaged + 1).to(at::kDouble)));
+  }
+  n_averaged.add_(1);
+}
+
+// ema_update_(avg, params, n_averaged, decay): avg <- decay*avg + (1-decay)*params; first call copies.
+void ema_update_(at::TensorList avg, at::TensorList params, const at::Tensor& n_averaged,
+                 double decay) {
+  check_update("ema_update_", avg, params, &n_averaged, decay);
+  at::NoGradGuard no_grad;
+  if (n_averaged.device().is_cpu()) {
+    const int64_t n = n_averaged.item<int64_t>();
+    lerp_host(avg, params, n == 0, 1.0 - decay);
+  } else {
+    auto opts = n_averaged.options().dtype(at::kDouble);
+    auto w = at::where(n_averaged.eq(0), at::ones({}, opts), at::full({}, 1.0 - decay, opts));
+    lerp_device(avg, params, w);
+  }
+  n_averaged.add_(1);
+}
+
+// bias_toward_flat_(out, avg, anchor, beta): out <- avg + beta*(avg - anchor) = lerp(anchor, avg, 1+beta).
+// Computed into a temporary in avg's dtype, then copied: `out` may alias `avg` or `anchor`.
+void bias_toward_flat_(at::TensorList out, at::TensorList avg, at::TensorList anchor, double beta) {
+  {
+    Descs o(out), a(avg), c(anchor);
+    raise_if(asymvalley_op_check_bias(o.data(), o.size(), a.data(), a.size(), c.data(), c.size(), beta));
+  }
+  at::NoGradGuard no_grad;
+  for (const auto& g : groups_of(avg)) {
+    auto a = pick(avg, g);
+    auto c = in_dtype_of(a, pick(anchor, g));
+    auto biased = at::_foreach_lerp(c, a, at::Scalar(1.0 + beta));
+    auto o = pick(out, g);
+    at::_foreach_copy_(o, biased, /*non_blocking=*/false);
+  }
+}
+
+// Meta kernels: the same validation, no work (shapes are unchanged, outputs are the inputs).
+void swa_update_meta(at::TensorList avg, at::TensorList params, const at::Tensor& n_averaged) {
+  check_update("swa_update_", avg, params, &n_averaged, c10::nullopt);
+}
+void ema_update_meta(at::TensorList avg, at::TensorList params, const at::Tensor& n_averaged,
+                     double decay) {
+  check_update("ema_update_", avg, params, &n_averaged, decay);
+}
+void bias_toward_flat_meta(at::TensorList out, at::TensorList avg, at::TensorList anchor, double beta) {
+  Descs o(out), a(avg), c(anchor);
+  raise_if(asymvalley_op_check_bias(o.data(), o.size(), a.data(), a.size(), c.data(), c.size(), beta));
+}
+
+// ---------------------------------------------------------------------------------------------
+// torch.classes.asymvalley.Averager: SWA or EMA over flat fp32 buffers with host counters.
+// ---------------------------------------------------------------------------------------------
+struct Averager : torch::CustomClassHolder {
+  std::string mode, warmup;
+  double decay, inv_gamma, power, min_decay;
+  int64_t update_after_step, update_every;
+  int64_t steps = 0, n_averaged = 0;
+  // One flat fp32 buffer per device; `views[i]` is param i's slice of buffer `owner[i]`.
+  std::vector<at::Tensor> flats;
+  std::vector<at::Tensor> views;
+  std::vector<int64_t> owner;
+
+  Averager(std::string mode_, double decay_, std::string warmup_, double inv_gamma_, double power_,
+           double min_decay_, int64_t update_after_step_, int64_t update_every_)
+      : mode(std::move(mode_)), warmup(std::move(warmup_)), decay(decay_), inv_gamma(inv_gamma_),
+        power(power_), min_decay(min_decay_), update_after_step(update_after_step_),
+        update_every(update_every_) {
+    plan(0, 0);  // validates the configuration
+  }
+
+  std::pair<int32_t, double> plan(int64_t s, int64_t n) const {
+    int32_t action = 0;
+    double weight = 0.0;
+    raise_if(asymvalley_op_averager_plan(mode.c_str(), warmup.c_str(), decay, inv_gamma, power,
+                                         min_decay, update_after_step, update_every, s, n,
+                                         &action, &weight));
+    return {action, weight};
+  }
+
+  // Lays out one fp32 buffer per device, in first-appearance order of the params.
+  void allocate_like(const std::vector<at::Tensor>& params) {
+    std::vector<std::string> devs;
+    std::vector<int64_t> totals;
+    std::vector<int64_t> own(params.size());
+    for (size_t i = 0; i < params.size(); ++i) {
+      auto d = params[i].device().str();
+      size_t k = 0;
+      while (k < devs.size() && devs[k] != d) ++k;
+      if (k == devs.size()) {
+        devs.push_back(d);
+        totals.push_back(0);
+      }
+      own[i] = static_cast<int64_t>(k);
+      totals[k] += params[i].numel();
+    }
+    std::vector<at::Tensor> fl;
+    for (size_t k = 0; k < devs.size(); ++k) {
+      fl.push_back(at::empty({totals[k]}, at::TensorOptions().dtype(at::kFloat).device(devs[k])));
+    }
+    std::vector<std::vector<int64_t>> shapes;
+    for (const auto& p : params) shapes.emplace_back(p.sizes().begin(), p.sizes().end());
+    set_layout(std::move(fl), own, shapes);
+  }
+
+  void set_layout(std::vector<at::Tensor> fl, const std::vector<int64_t>& own,
+                  const std::vector<std::vector<int64_t>>& shapes) {
+    std::vector<int64_t> offset(fl.size(), 0);
+    std::vector<at::Tensor> vs;
+    for (size_t i = 0; i < own.size(); ++i) {
+      const auto k = own[i];
+      TORCH_CHECK(k >= 0 && k < static_cast<int64_t>(fl.size()), "Averager: corrupt state (buffer index)");
+      int64_t numel = 1;
+      for (auto s : shapes[i]) numel *= s;
+      TORCH_CHECK(offset[k] + numel <= fl[k].numel(), "Averager: corrupt state (sizes exceed the buffer)");
+      vs.push_back(fl[k].narrow(0, offset[k], numel).view(shapes[i]));
+      offset[k] += numel;
+    }
+    for (size_t k = 0; k < fl.size(); ++k) {
+      TORCH_CHECK(offset[k] == fl[k].numel(), "Averager: corrupt state (buffer larger than its tensors)");
+    }
+    flats = std::move(fl);
+    views = std::move(vs);
+    owner = own;
+  }
+
+  void update(std::vector<at::Tensor> params) {
+    const auto [action, weight] = plan(steps, n_averaged);
+    const bool fresh = views.empty();
+    if (fresh) {
+      TORCH_CHECK(!params.empty(), "invalid params = an empty list (in Averager.update): expected at least one tensor");
+      allocate_like(params);
+    }
+    try {
+      Descs a(views), p(params);
+      raise_if(asymvalley_op_check_update("Averager.update", a.data(), a.size(), p.data(), p.size(),
+                                          nullptr, 0.0, 0));
+    } catch (...) {
+      if (fresh) {
+        flats.clear();
+        views.clear();
+        owner.clear();
+      }
+      throw;
+    }
+    at::NoGradGuard no_grad;
+    switch (action) {
+      case 0:
+        break;
+      case 1:
+      case 2:
+        lerp_host(views, params, /*copy=*/true, 1.0);
+        break;
+      default:
+        lerp_host(views, params, /*copy=*/false, weight);
+    }
+    if (action >= 2) n_averaged += 1;
+    steps += 1;
+  }
+
+  void require_average(const char* op) const {
+    TORCH_CHECK(!views.empty(), "Averager.", op, ": the averager holds no average yet; call update(params) first");
+  }
+
+  // params <- average (converted to the params' dtypes).
+  void copy_to(std::vector<at::Tensor> params) {
+    require_average("copy_to");
+    Descs d(params), s(views);
+    raise_if(asymvalley_op_check_write("Averager.copy_to", d.data(), d.size(), s.data(), s.size(), 0));
+    at::NoGradGuard no_grad;
+    at::_foreach_copy_(params, views, /*non_blocking=*/false);
+  }
+
+  // Exchanges the average and params (evaluate the average, then swap back). With half-precision
+  // params the average comes back rounded to their dtype, so swap twice only with fp32 params.
+  void swap(std::vector<at::Tensor> params) {
+    require_average("swap");
+    Descs d(params), s(views);
+    raise_if(asymvalley_op_check_write("Averager.swap", d.data(), d.size(), s.data(), s.size(), 1));
+    at::NoGradGuard no_grad;
+    std::vector<at::Tensor> saved;
+    saved.reserve(params.size());
+    for (const auto& p : params) saved.push_back(p.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true));
+    at::_foreach_copy_(params, views, false);
+    at::_foreach_copy_(views, saved, false);
+  }
+
+  std::vector<at::Tensor> average() const { return views; }
+
+  using State = std::tuple<std::string, std::string, std::vector<double>, std::vector<int64_t>,
+                           std::vector<at::Tensor>, std::vector<int64_t>>;
+
+  // (mode, warmup, [decay, inv_gamma, power, min_decay], [version, update_after_step,
+  //  update_every, steps, n_averaged], flat buffers, layout = per tensor [owner, ndim, sizes...]).
+  State get_state() const {
+    std::vector<int64_t> layout;
+    for (size_t i = 0; i < views.size(); ++i) {
+      layout.push_back(owner[i]);
+      layout.push_back(views[i].dim());
+      for (auto s : views[i].sizes()) layout.push_back(s);
+    }
+    return State{mode, warmup, {decay, inv_gamma, power, min_decay},
+                 {1, update_after_step, update_every, steps, n_averaged}, flats, layout};
+  }
+
+  static c10::intrusive_ptr<Averager> from_state(State st) {
+    auto& [m, w, fl, in, buffers, layout] = st;
+    TORCH_CHECK(fl.size() == 4 && in.size() == 5 && in[0] == 1,
+                "Averager: unsupported pickled state (expected version 1)");
+    auto self = c10::make_intrusive<Averager>(m, fl[0], w, fl[1], fl[2], fl[3], in[1], in[2]);
+    self->steps = in[3];
+    self->n_averaged = in[4];
+    std::vector<int64_t> own;
+    std::vector<std::vector<int64_t>> shapes;
+    size_t i = 0;
+    while (i < layout.size()) {
+      TORCH_CHECK(i + 1 < layout.size(), "Averager: corrupt state (layout)");
+      own.push_back(layout[i]);
+      const auto nd = layout[i + 1];
+      TORCH_CHECK(nd >= 0 && i + 2 + static_cast<size_t>(nd) <= layout.size(), "Averager: corrupt state (layout)");
+      shapes.emplace_back(layout.begin() + i + 2, layout.begin() + i + 2 + nd);
+      i += 2 + static_cast<size_t>(nd);
+    }
+    for (const auto& b : buffers) {
+      TORCH_CHECK(b.dim() == 1 && b.scalar_type() == at::kFloat, "Averager: corrupt state (buffers must be 1-D float32)");
+    }
+    if (!own.empty()) self->set_layout(buffers, own, shapes);
+    return self;
+  }
+};
+
+}  // namespace asymvalley
+
+TORCH_LIBRARY(asymvalley, m) {
+  // Each op also mutates a top-level tensor or is called with lists that outlive the graph;
+  // see BUILD.md §5 for why TorchScript would otherwise drop calls that only mutate a list.
+  m.def("swa_update_(Tensor(a!)[] avg, Tensor[] params, Tensor(b!) n_averaged) -> ()");
+  m.def("ema_update_(Tensor(a!)[] avg, Tensor[] params, Tensor(b!) n_averaged, float decay) -> ()");
+  m.def("bias_toward_flat_(Tensor(a!)[] out, Tensor[] avg, Tensor[] anchor, float beta) -> ()");
+
+  using asymvalley::Averager;
+  m.class_<Averager>("Averager")
+      .def(torch::init<std::string, double, std::string, double, double, double, int64_t, int64_t>(),
+           "", {torch::arg("mode") = "swa", torch::arg("decay") = 0.999, torch::arg("warmup") = "none",
+                torch::arg("inv_gamma") = 1.0, torch::arg("power") = 0.75, torch::arg("min_decay") = 0.0,
+                torch::arg("update_after_step") = 0, torch::arg("update_every") = 1})
+      .def("update", &Averager::update)
+      .def("copy_to", &Averager::copy_to)
+      .def("swap", &Averager::swap)
+      .def("average", &Averager::average)
+      .def("n_averaged", [](const c10::intrusive_ptr<Averager>& self) { return self->n_averaged; })
+      .def("steps", [](const c10::intrusive_ptr<Averager>& self) { return self->steps; })
+      .def("mode", [](const c10::intrusive_ptr<Averager>& self) { return self->mode; })
+      .def_pickle([](const c10::intrusive_ptr<Averager>& self) { return self->get_state(); },
+                  [](Averager::State st) { return Averager::from_state(std::move(st)); });
+}
+
+TORCH_LIBRARY_IMPL(asymvalley, CompositeExplicitAutograd, m) {
+  m.impl("swa_update_", &asymvalley::swa_update_);
+  m.impl("ema_update_", &asymvalley::ema_update_);
+  m.impl("bias_toward_flat_", &asymvalley::bias_toward_flat_);
+}
+
+TORCH_LIBRARY_IMPL(asymvalley, Meta, m) {
+  m.impl("swa_update_", &asymvalley::swa_update_meta);
+  m.impl("ema_update_", &asymvalley::ema_update_meta);
+  m.impl("bias_toward_flat_", &asymvalley::bias_toward_flat_meta);
+}

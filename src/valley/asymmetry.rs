@@ -1,0 +1,421 @@
+//! Measuring a profile's asymmetry: rise ratio, two-sided fit, bootstrap intervals, flat side
+//! and class.
+//!
+//! With `Δ±(r) = L(±r) − L(0)` the rises at matched radius r:
+//! - rise ratio `R(r) = Δ+(r)/Δ−(r)` (ANCHORS §7.1; not a paper metric, the paper has none).
+//!   Rises are floored at [`RISE_FLOOR`] so that R stays finite when one side does not rise;
+//! - two-sided power fit `Δ(t) ≈ c± |t|^p` on each side with one shared exponent p (free, or
+//!   fixed: p = 2 is the curvature model `½a±t²` with `a± = 2c±`), fitted by least squares on
+//!   `ln Δ = ln c± + p ln|t|` over the points whose rise exceeds the floor. Its ratio `c+/c−` is
+//!   the asymmetry at every radius under the model, and it feeds [`crate::valley::bias`];
+//! - bootstrap: examples are resampled with replacement (the same resample at every offset:
+//!   common random numbers) and R and `c+/c−` recomputed; percentile intervals.
+//!
+//! Classification (thresholds in [`AsymmetryConfig`]):
+//! - **asymmetric** when `|ln R| ≥ ln ratio_threshold` (default 2: one side rises at least twice
+//!   as much as the other at the probe radius) and, when a bootstrap interval exists, the interval
+//!   of `ln R` excludes 0. The flat side is the side that rises less: `flat_side = +1` when R < 1;
+//! - otherwise **flat** when both rises are at most `flat_rise` (default 0.1 loss units at the
+//!   probe radius; a radius-dependent notion, so the radius is reported alongside);
+//! - otherwise **sharp**; `flat_side = 0` for flat and sharp.
+//!
+//! Mirroring the profile (`t ↦ −t`) maps R to 1/R, swaps `c+` and `c−` and flips the flat side.
+use crate::error::{Error, Result};
+use rand::{Rng, SeedableRng};
+
+/// The smallest rise used in a ratio: rises below it count as this (no rise at all).
+pub const RISE_FLOOR: f64 = 1e-9;
+
+/// Thresholds and bootstrap settings.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AsymmetryConfig {
+    /// A direction is asymmetric when `max(R, 1/R) ≥ ratio_threshold` (> 1).
+    pub ratio_threshold: f64,
+    /// A symmetric direction is flat when both rises are ≤ this (loss units, at the radius).
+    pub flat_rise: f64,
+    /// The radius of the headline ratio; `None`: the largest matched radius of the grid.
+    pub radius: Option<f64>,
+    /// Bootstrap resamples (0: no intervals).
+    pub bootstrap: usize,
+    /// Confidence level of the intervals.
+    pub confidence: f64,
+    /// The fit's exponent; `None` fits it (shared by both sides).
+    pub exponent: Option<f64>,
+    /// Seed of the bootstrap.
+    pub seed: u64,
+}
+
+impl Default for AsymmetryConfig {
+    fn default() -> Self {
+        AsymmetryConfig {
+            ratio_threshold: 2.0,
+            flat_rise: 0.1,
+            radius: None,
+            bootstrap: 200,
+            confidence: 0.95,
+            exponent: None,
+            seed: 0,
+        }
+    }
+}
+
+impl AsymmetryConfig {
+    /// Checks the ranges.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.ratio_threshold > 1.0 && self.ratio_threshold.is_finite()) {
+            return Err(Error::invalid("ratio_threshold", self.ratio_threshold, "a finite number > 1"));
+        }
+        if !(self.flat_rise >= 0.0 && self.flat_rise.is_finite()) {
+            return Err(Error::invalid("flat_rise", self.flat_rise, "a finite number >= 0"));
+        }
+        if !(self.confidence > 0.0 && self.confidence < 1.0) {
+            return Err(Error::invalid("confidence", self.confidence, "a number in (0, 1)"));
+        }
+        if let Some(p) = self.exponent {
+            if !(p > 0.0 && p.is_finite()) {
+                return Err(Error::invalid("exponent", p, "a finite number > 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The class of a direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ValleyClass {
+    /// Both sides rise by at most `flat_rise`, and comparably.
+    Flat,
+    /// Both sides rise comparably, by more than `flat_rise`.
+    Sharp,
+    /// One side rises at least `ratio_threshold` times more than the other.
+    Asymmetric,
+}
+
+/// `Δ(t) ≈ c± |t|^p`, one coefficient per side and a shared exponent.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct TwoSidedFit {
+    /// Coefficient on the + side.
+    pub c_plus: f64,
+    /// Coefficient on the − side.
+    pub c_minus: f64,
+    /// The exponent p.
+    pub exponent: f64,
+    /// `c+/c−`: < 1 when + is the flat side.
+    pub ratio: f64,
+    /// Root-mean-square residual of the fit in `ln Δ`.
+    pub rms_log_residual: f64,
+    /// Points used on the + and − sides.
+    pub points: [usize; 2],
+}
+
+impl TwoSidedFit {
+    /// The fitted rise at offset t.
+    pub fn rise(&self, t: f64) -> f64 {
+        let c = if t >= 0.0 { self.c_plus } else { self.c_minus };
+        c * t.abs().powf(self.exponent)
+    }
+}
+
+/// A direction's asymmetry.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Asymmetry {
+    /// L(0).
+    pub center_loss: f64,
+    /// The radius of the headline ratio.
+    pub radius: f64,
+    /// Δ+ at the radius.
+    pub rise_plus: f64,
+    /// Δ− at the radius.
+    pub rise_minus: f64,
+    /// R = Δ+/Δ− at the radius (floored rises).
+    pub rise_ratio: f64,
+    /// ln R.
+    pub log_rise_ratio: f64,
+    /// Bootstrap percentile interval of R.
+    pub rise_ratio_ci: Option<[f64; 2]>,
+    /// R(r) at every matched radius, `[r, R(r)]`.
+    pub ratio_curve: Vec<[f64; 2]>,
+    /// The two-sided fit, when both sides rise somewhere.
+    pub fit: Option<TwoSidedFit>,
+    /// Bootstrap percentile interval of the fit's `c+/c−`.
+    pub fit_ratio_ci: Option<[f64; 2]>,
+    /// +1 when +t is the flat side, −1 when −t is, 0 when neither.
+    pub flat_side: i8,
+    /// The class.
+    pub class: ValleyClass,
+}
+
+fn find(offsets: &[f64], t: f64, scale: f64) -> Option<usize> {
+    offsets.iter().position(|&o| (o - t).abs() <= 1e-9 * scale.max(1.0))
+}
+
+/// Pairs `(r, i(+r), i(−r))` for every matched radius, in increasing r.
+fn matched(offsets: &[f64]) -> Vec<(f64, usize, usize)> {
+    let scale = offsets.iter().fold(0.0f64, |m, t| m.max(t.abs()));
+    let mut out: Vec<(f64, usize, usize)> = offsets
+        .iter()
+        .enumerate()
+        .filter(|(_, &t)| t > 0.0)
+        .filter_map(|(i, &t)| find(offsets, -t, scale).map(|j| (t, i, j)))
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+fn ratio(up: f64, down: f64) -> f64 {
+    up.max(RISE_FLOOR) / down.max(RISE_FLOOR)
+}
+
+/// Fits `ln Δ = ln c± + p ln|t|` (p shared; fixed when `exponent` is given).
+pub fn fit_two_sided(
+    offsets: &[f64],
+    losses: &[f64],
+    center: usize,
+    exponent: Option<f64>,
+) -> Option<TwoSidedFit> {
+    let l0 = losses[center];
+    let mut sides: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    for (&t, &l) in offsets.iter().zip(losses) {
+        let rise = l - l0;
+        if t != 0.0 && rise > RISE_FLOOR {
+            sides[usize::from(t < 0.0)].push((t.abs().ln(), rise.ln()));
+        }
+    }
+    if sides.iter().any(|s| s.is_empty()) {
+        return None;
+    }
+    let means: Vec<(f64, f64)> = sides
+        .iter()
+        .map(|s| {
+            let n = s.len() as f64;
+            (
+                s.iter().map(|p| p.0).sum::<f64>() / n,
+                s.iter().map(|p| p.1).sum::<f64>() / n,
+            )
+        })
+        .collect();
+    let p = match exponent {
+        Some(p) => p,
+        None => {
+            let (mut sxy, mut sxx) = (0.0, 0.0);
+            for (s, m) in sides.iter().zip(&means) {
+                for (x, y) in s {
+                    sxy += (x - m.0) * (y - m.1);
+                    sxx += (x - m.0) * (x - m.0);
+                }
+            }
+            if sxx <= 0.0 {
+                return None;
+            }
+            sxy / sxx
+        }
+    };
+    let c: Vec<f64> = means.iter().map(|m| (m.1 - p * m.0).exp()).collect();
+    let (mut ss, mut n) = (0.0, 0usize);
+    for (s, ci) in sides.iter().zip(&c) {
+        for (x, y) in s {
+            let r = y - (ci.ln() + p * x);
+            ss += r * r;
+            n += 1;
+        }
+    }
+    let fit = TwoSidedFit {
+        c_plus: c[0],
+        c_minus: c[1],
+        exponent: p,
+        ratio: c[0] / c[1],
+        rms_log_residual: (ss / n as f64).sqrt(),
+        points: [sides[0].len(), sides[1].len()],
+    };
+    (fit.ratio.is_finite() && p.is_finite()).then_some(fit)
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+/// Analyzes one profile: `losses[i]` at `offsets[i]` (0 must be on the grid, with matched ±r).
+/// `per_example[i][j]` (optional) are the losses of example j at offset i, for the bootstrap.
+pub fn analyze(
+    offsets: &[f64],
+    losses: &[f64],
+    per_example: Option<&[Vec<f32>]>,
+    config: &AsymmetryConfig,
+) -> Result<Asymmetry> {
+    config.validate()?;
+    if offsets.len() != losses.len() {
+        return Err(Error::LengthMismatch {
+            op: "valley asymmetry",
+            expected_name: "offsets",
+            expected: offsets.len(),
+            name: "losses",
+            got: losses.len(),
+        });
+    }
+    if let Some((i, &l)) = losses.iter().enumerate().find(|(_, l)| !l.is_finite()) {
+        return Err(Error::NotFinite {
+            what: format!("loss at offset t = {}", offsets[i]),
+            value: l,
+        });
+    }
+    let scale = offsets.iter().fold(0.0f64, |m, t| m.max(t.abs()));
+    let center = find(offsets, 0.0, scale).ok_or_else(|| {
+        Error::invalid("offsets", "a grid without t = 0", "a grid that contains t = 0")
+    })?;
+    let pairs = matched(offsets);
+    let Some(&last) = pairs.last() else {
+        return Err(Error::invalid(
+            "offsets",
+            "no matched pair ±r",
+            "a grid with some r > 0 and −r both present",
+        ));
+    };
+    let (radius, ip, im) = match config.radius {
+        None => last,
+        Some(r) => pairs
+            .iter()
+            .copied()
+            .find(|p| (p.0 - r).abs() <= 1e-9 * scale.max(1.0))
+            .ok_or_else(|| Error::invalid("radius", r, "a matched radius of the grid"))?,
+    };
+    let l0 = losses[center];
+    let (rise_plus, rise_minus) = (losses[ip] - l0, losses[im] - l0);
+    let rise_ratio = ratio(rise_plus, rise_minus);
+    let ratio_curve = pairs
+        .iter()
+        .map(|&(r, a, b)| [r, ratio(losses[a] - l0, losses[b] - l0)])
+        .collect();
+    let fit = fit_two_sided(offsets, losses, center, config.exponent);
+
+    let (mut rise_ratio_ci, mut fit_ratio_ci) = (None, None);
+    if let Some(per) = per_example.filter(|_| config.bootstrap > 0) {
+        let n = per.first().map_or(0, Vec::len);
+        if per.len() != offsets.len() || per.iter().any(|r| r.len() != n) || n == 0 {
+            return Err(Error::invalid(
+                "per_example",
+                "a ragged or empty matrix",
+                "one row of equal length per offset",
+            ));
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
+        let (mut logs, mut fits) = (Vec::new(), Vec::new());
+        let mut counts = vec![0u32; n];
+        let mut means = vec![0.0; offsets.len()];
+        for _ in 0..config.bootstrap {
+            counts.iter_mut().for_each(|c| *c = 0);
+            for _ in 0..n {
+                counts[rng.gen_range(0..n)] += 1;
+            }
+            for (m, row) in means.iter_mut().zip(per) {
+                *m = row
+                    .iter()
+                    .zip(&counts)
+                    .map(|(&l, &c)| l as f64 * c as f64)
+                    .sum::<f64>()
+                    / n as f64;
+            }
+            let b0 = means[center];
+            logs.push(ratio(means[ip] - b0, means[im] - b0).ln());
+            if let Some(f) = fit_two_sided(offsets, &means, center, config.exponent) {
+                fits.push(f.ratio.ln());
+            }
+        }
+        let alpha = (1.0 - config.confidence) / 2.0;
+        let interval = |mut v: Vec<f64>| -> Option<[f64; 2]> {
+            if v.len() < config.bootstrap / 2 || v.is_empty() {
+                return None;
+            }
+            v.sort_by(f64::total_cmp);
+            Some([percentile(&v, alpha).exp(), percentile(&v, 1.0 - alpha).exp()])
+        };
+        rise_ratio_ci = interval(logs);
+        fit_ratio_ci = interval(fits);
+    }
+
+    let log_r = rise_ratio.ln();
+    let excludes_one = rise_ratio_ci.map_or(true, |[lo, hi]| lo > 1.0 || hi < 1.0);
+    let (class, flat_side) = if log_r.abs() >= config.ratio_threshold.ln() && excludes_one {
+        (ValleyClass::Asymmetric, if log_r < 0.0 { 1 } else { -1 })
+    } else if rise_plus.max(rise_minus) <= config.flat_rise {
+        (ValleyClass::Flat, 0)
+    } else {
+        (ValleyClass::Sharp, 0)
+    };
+    Ok(Asymmetry {
+        center_loss: l0,
+        radius,
+        rise_plus,
+        rise_minus,
+        rise_ratio,
+        log_rise_ratio: log_r,
+        rise_ratio_ci,
+        ratio_curve,
+        fit,
+        fit_ratio_ci,
+        flat_side,
+        class,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quad(a_plus: f64, a_minus: f64) -> (Vec<f64>, Vec<f64>) {
+        let t: Vec<f64> = (-10..=10).map(|i| i as f64 * 0.1).collect();
+        let l = t
+            .iter()
+            .map(|&x| 0.3 + 0.5 * if x >= 0.0 { a_plus } else { a_minus } * x * x)
+            .collect();
+        (t, l)
+    }
+
+    /// A piecewise quadratic is recovered exactly: ratio a₊/a₋, exponent 2, flat side +.
+    #[test]
+    fn asymmetry_recovers_piecewise_quadratic() {
+        let (t, l) = quad(1.0, 10.0);
+        let a = analyze(&t, &l, None, &AsymmetryConfig::default()).unwrap();
+        assert!((a.rise_ratio - 0.1).abs() < 1e-12);
+        let f = a.fit.unwrap();
+        assert!((f.exponent - 2.0).abs() < 1e-9 && (f.ratio - 0.1).abs() < 1e-9);
+        assert!((f.c_plus - 0.5).abs() < 1e-9 && (f.c_minus - 5.0).abs() < 1e-9);
+        assert_eq!((a.class, a.flat_side), (ValleyClass::Asymmetric, 1));
+    }
+
+    /// Mirroring t ↦ −t inverts R, swaps c± and flips the flat side.
+    #[test]
+    fn asymmetry_mirror_flips_sign() {
+        let (t, l) = quad(1.0, 10.0);
+        let mut m = l.clone();
+        m.reverse();
+        let (a, b) = (
+            analyze(&t, &l, None, &AsymmetryConfig::default()).unwrap(),
+            analyze(&t, &m, None, &AsymmetryConfig::default()).unwrap(),
+        );
+        assert!((a.rise_ratio * b.rise_ratio - 1.0).abs() < 1e-12);
+        assert_eq!(a.flat_side, -b.flat_side);
+        assert!((a.fit.unwrap().ratio * b.fit.unwrap().ratio - 1.0).abs() < 1e-9);
+    }
+
+    /// Symmetric valleys are flat or sharp depending on the rise, never asymmetric.
+    #[test]
+    fn asymmetry_symmetric_classes() {
+        let (t, l) = quad(0.1, 0.1);
+        let a = analyze(&t, &l, None, &AsymmetryConfig::default()).unwrap();
+        assert_eq!((a.class, a.flat_side), (ValleyClass::Flat, 0));
+        let (t, l) = quad(5.0, 5.0);
+        let a = analyze(&t, &l, None, &AsymmetryConfig::default()).unwrap();
+        assert_eq!((a.class, a.flat_side), (ValleyClass::Sharp, 0));
+    }
+
+    /// No t = 0 or non-finite losses are errors, not panics.
+    #[test]
+    fn asymmetry_rejects_bad_profiles() {
+        assert!(analyze(&[-1.0, 1.0], &[1.0, 1.0], None, &AsymmetryConfig::default()).is_err());
+        assert!(analyze(&[-1.0, 0.0, 1.0], &[1.0, f64::NAN, 1.0], None, &AsymmetryConfig::default()).is_err());
+        assert!(analyze(&[0.0, 1.0], &[1.0, 2.0], None, &AsymmetryConfig::default()).is_err());
+    }
+}
