@@ -7,6 +7,8 @@ mod average;
 mod batch_norm;
 /// Checkpoint/resume: bitwise resume, truncated or corrupted files refused, atomicity.
 mod checkpoint;
+/// The TorchScript op library from Rust: a PyTorch-saved module holding an Averager, via CModule.
+mod op_library;
 /// Bad input: named, valued, expected; nothing modified.
 mod errors;
 /// The demo's training pieces: the train2.py schedule and SWA over a real training run.

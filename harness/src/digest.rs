@@ -179,8 +179,8 @@ fn claim8_d6_combined() {
     );
     for (gu, gn) in [
         (
-            oracle::g_uniform(&toy(), 1.0, 0.090),
-            oracle::g_gaussian(&toy(), 1.0, 0.090),
+            oracle::g_uniform(&toy(), 1.0, W_BAR),
+            oracle::g_gaussian(&toy(), 1.0, W_BAR),
         ),
         (g(&toy(), &u, W_BAR), g(&toy(), &n, W_BAR)),
     ] {

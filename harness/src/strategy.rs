@@ -19,6 +19,18 @@ pub fn arb_asym_valley() -> impl Strategy<Value = AnyValley> {
     )
 }
 
+/// An asymmetric valley in the narrower range the d-dimensional runs can afford:
+/// a₊ ∈ [0.5, 2], k ∈ [2, 10] (so the slowest coordinate mixes within ~10⁶ steps).
+pub fn arb_moderate_valley() -> impl Strategy<Value = AnyValley> {
+    (0.5f64..2.0, 2.0f64..10.0, 0u8..3, 1.5f64..3.0, 0.5f64..8.0).prop_map(
+        |(ap, k, fam, p, sharp)| match fam {
+            0 => AnyValley::Quadratic(PiecewiseQuadratic::new(ap, ap * k)),
+            1 => AnyValley::Power(AsymPower::new(ap, ap * k, p)),
+            _ => AnyValley::Smooth(SmoothBlend::new(ap, ap * k, sharp)),
+        },
+    )
+}
+
 /// A symmetric valley of any family (equal coefficients).
 pub fn arb_symmetric_valley() -> impl Strategy<Value = AnyValley> {
     (0.2f64..5.0, 0u8..3, 1.5f64..3.0, 0.5f64..8.0).prop_map(|(a, fam, p, sharp)| match fam {
@@ -72,15 +84,16 @@ pub fn arb_stable_sgd() -> impl Strategy<Value = (AnyValley, SgdConfig)> {
             AnyValley::Power(p) => p.a_minus,
             AnyValley::Smooth(s) => s.a_minus,
         };
+        let eta = (ea / a_max).min(0.05);
         let cfg = SgdConfig {
-            eta: (ea / a_max).min(0.05),
+            eta,
             steps: 1_000_000,
             burn_in: 10_000,
             batches: 40,
             seed,
             x0: 0.0,
         };
-        (v, cfg)
+        (tuned_for_sgd(v, eta), cfg)
     })
 }
 

@@ -42,10 +42,10 @@ pub struct TrackedVar {
 /// use asymvalley::average::{Averager, AveragerConfig};
 /// use tch::{nn, Device, Kind, Tensor};
 /// let vs = nn::VarStore::new(Device::Cpu);
-/// let w = vs.root().zeros("w", &[3]);
+/// let mut w = vs.root().zeros("w", &[3]);
 /// let mut swa = Averager::new(&vs, AveragerConfig::swa())?;
 /// for k in 1..=3 {
-///     tch::no_grad(|| w.fill_(k as f64));
+///     tch::no_grad(|| { let _ = w.fill_(k as f64); });
 ///     swa.update(&vs)?;
 /// }
 /// assert_eq!(swa.averaged("w").unwrap(), Tensor::from_slice(&[2.0f32, 2.0, 2.0]));

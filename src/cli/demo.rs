@@ -1,21 +1,42 @@
-//! `asymvalley demo`: the main job on the embedded digits data.
+//! `asymvalley demo`: the paper's experiment at small scale on the embedded digits data.
 //!
-//! Trains a BatchNorm MLP with SGD on the official `train2.py` schedule scaled down (225 → 60
-//! epochs, SWA from epoch 34 ≈ 126·60/225), averages the end-of-epoch weights with SWA,
-//! re-estimates BatchNorm for the average (official `bn_update`), and compares SGD with SWA.
+//! 1. Train a BatchNorm MLP with SGD on the official `train2.py` schedule scaled down (225 → 60
+//!    epochs, SWA from epoch 34 ≈ 126·60/225), average the end-of-epoch weights with SWA,
+//!    re-estimate BatchNorm (official `bn_update`), compare SGD with SWA. The same for the same
+//!    MLP without BatchNorm.
+//! 2. Restart SGD from SWA at a small constant rate until an epoch has lower train but higher
+//!    test loss than SWA (`sgd_after_swa.py`).
+//! 3. Train and test loss along SWA→SGD, t ∈ [−2, 3], BatchNorm re-estimated at every point
+//!    (`interpulation.py`), fully and on k batches.
+//! 4. Random U(0,1) directions around SWA, with and without BatchNorm (and Gaussian as a control).
+//! 5. The theorem-optimal bias c* of the fitted line valley vs SWA's displacement; the explicitly
+//!    biased `w̄ + β(w̄ − w_sgd)` on test data.
+//!
+//! Writes `report/report.md`, SVG figures, `report/report.json` and `report/summary.json`.
 use crate::average::Averager;
-use crate::bn::{reestimate_batch_norm, BnWeighting};
 use crate::data::Digits;
 use crate::error::{Error, Result};
+use crate::experiment::markdown::{write_report, DemoReport};
+use crate::experiment::{
+    biased_solutions, bn_update, evaluate_both, line_study, line_valley, probe_random, restore,
+    sgd_after_swa, shift_estimates, snapshot, swa_solution, DirectionStudy, ProbeSettings,
+};
 use crate::model::{DigitsNet, DigitsNetConfig};
-use crate::train::{evaluate, input_batches, train_sgd_swa, Evaluation, SgdConfig, SwaSchedule};
+use crate::train::{train_sgd_swa, SgdConfig, SwaSchedule};
+use crate::valley::asymmetry::AsymmetryConfig;
+use crate::valley::bias::{optimal_bias, ShiftLaw};
+use crate::valley::directions::DirectionKind;
+use crate::valley::profile::grid_line;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::path::PathBuf;
+use std::time::Instant;
 use tch::{nn::VarStore, Device};
 
+pub use crate::experiment::SolutionResult;
+
 /// Arguments of `asymvalley demo`.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct DemoArgs {
     /// Where the report goes.
     #[arg(long, default_value = "report")]
@@ -35,21 +56,33 @@ pub struct DemoArgs {
     /// Constant learning rate during SWA.
     #[arg(long, default_value_t = 0.05)]
     pub swa_lr: f64,
-    /// Weight decay.
-    #[arg(long, default_value_t = 3e-4)]
+    /// Weight decay (official 3e-4 for CIFAR; 3e-3 keeps this tiny problem's train loss off 0).
+    #[arg(long, default_value_t = 3e-3)]
     pub weight_decay: f64,
     /// Mini-batch size.
     #[arg(long, default_value_t = 64)]
     pub batch: i64,
-}
-
-/// Train and test results of one solution.
-#[derive(Serialize, Debug, Clone, Copy)]
-pub struct SolutionResult {
-    /// On the training set (eval mode).
-    pub train: Evaluation,
-    /// On the test set.
-    pub test: Evaluation,
+    /// Constant learning rate of SGD restarted from SWA (official: lr_init/100).
+    #[arg(long, default_value_t = 0.01)]
+    pub after_lr: f64,
+    /// At most this many epochs of SGD after SWA.
+    #[arg(long, default_value_t = 40)]
+    pub after_epochs: usize,
+    /// Grid points per unit of t on the SWA→SGD line (official: 40).
+    #[arg(long, default_value_t = 10)]
+    pub division: usize,
+    /// Random directions per network.
+    #[arg(long, default_value_t = 20)]
+    pub directions: usize,
+    /// Random-direction profiles span [−radius, radius] (unit-norm directions).
+    #[arg(long, default_value_t = 8.0)]
+    pub radius: f64,
+    /// Points per random-direction profile.
+    #[arg(long, default_value_t = 17)]
+    pub points: usize,
+    /// Batches of the cheap BatchNorm re-estimation.
+    #[arg(long, default_value_t = 4)]
+    pub cheap_k: usize,
 }
 
 #[derive(Serialize)]
@@ -63,55 +96,70 @@ struct Summary<'a> {
     swa_result: SolutionResult,
 }
 
-/// Evaluates the model in `vs` on both splits.
-pub fn evaluate_both(net: &DigitsNet, data: &Digits, batch: i64) -> Result<SolutionResult> {
-    Ok(SolutionResult {
-        train: evaluate(net, &data.train, batch)?,
-        test: evaluate(net, &data.test, batch)?,
-    })
-}
-
-/// Swaps the average in, re-estimates BatchNorm over the training data, evaluates, swaps out.
-pub fn evaluate_average(
-    vs: &VarStore,
-    net: &DigitsNet,
-    averager: &mut Averager,
-    data: &Digits,
-    batch: i64,
-    seed: u64,
-) -> Result<SolutionResult> {
-    averager.swap_in(vs)?;
-    let outcome = (|| {
-        reestimate_batch_norm(
-            net,
-            input_batches(&data.train, batch, Some(seed))?,
-            BnWeighting::SampleWeighted,
-        )?;
-        evaluate_both(net, data, batch)
-    })();
-    averager.swap_out(vs)?;
-    outcome
-}
-
 fn progress(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     if let Ok(style) =
-        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {elapsed} {wide_msg}")
+        ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} {elapsed} {wide_msg}")
     {
         bar.set_style(style.progress_chars("=> "));
     }
-    bar.set_message(what.to_string());
+    bar.set_prefix(what.to_string());
     bar
+}
+
+struct Trained {
+    vs: VarStore,
+    net: DigitsNet,
+    config: DigitsNetConfig,
+    averager: Averager,
+    optimizer: tch::COptimizer,
+    sgd: SolutionResult,
+    swa: SolutionResult,
+    sgd_weights: Vec<tch::Tensor>,
+}
+
+fn train(
+    args: &DemoArgs,
+    data: &Digits,
+    batch_norm: bool,
+    schedule: &SwaSchedule,
+    sgd: &SgdConfig,
+) -> Result<Trained> {
+    tch::manual_seed(args.seed as i64);
+    let vs = VarStore::new(Device::Cpu);
+    let config = DigitsNetConfig {
+        batch_norm,
+        ..DigitsNetConfig::default()
+    };
+    let net = DigitsNet::new(&vs.root(), &config)?;
+    let bar = progress(
+        args.epochs as u64,
+        if batch_norm { "train BN" } else { "train" },
+    );
+    let run = train_sgd_swa(&vs, &net, &data.train, schedule, sgd, |_, lr, res| {
+        bar.set_message(format!("lr {lr:.4} loss {:.4}", res.loss));
+        bar.inc(1);
+    })?;
+    bar.finish();
+    let sgd_res = evaluate_both(&net, data, args.batch)?;
+    let sgd_weights = snapshot(&vs)?;
+    let swa = swa_solution(&vs, &net, &run.averager, data, args.batch, args.seed)?;
+    Ok(Trained {
+        vs,
+        net,
+        config,
+        averager: run.averager,
+        optimizer: run.optimizer,
+        sgd: sgd_res,
+        swa,
+        sgd_weights,
+    })
 }
 
 /// Runs `asymvalley demo`.
 pub fn run(args: DemoArgs) -> Result<()> {
-    tch::manual_seed(args.seed as i64);
-    let device = Device::Cpu;
-    let data = Digits::load(device)?;
-    let vs = VarStore::new(device);
-    let config = DigitsNetConfig::default();
-    let net = DigitsNet::new(&vs.root(), &config)?;
+    let started = Instant::now();
+    let data = Digits::load(Device::Cpu)?;
     let schedule = SwaSchedule {
         lr_init: args.lr_init,
         swa_lr: args.swa_lr,
@@ -125,47 +173,222 @@ pub fn run(args: DemoArgs) -> Result<()> {
         batch: args.batch,
         seed: args.seed,
     };
-
     println!(
-        "asymvalley demo: digits ({} train / {} test), MLP {:?} with BatchNorm, SGD {} epochs, SWA from epoch {}",
+        "asymvalley demo: digits ({} train / {} test), MLP {:?} with and without BatchNorm, SGD {} epochs, SWA from epoch {}",
         data.train.len(),
         data.test.len(),
-        config.hidden,
+        DigitsNetConfig::default().hidden,
         args.epochs,
         args.swa_start
     );
-    let bar = progress(args.epochs as u64, "train");
-    let mut run = train_sgd_swa(&vs, &net, &data.train, &schedule, &sgd, |_, lr, res| {
-        bar.set_message(format!("train lr {lr:.4} loss {:.4}", res.loss));
-        bar.inc(1);
-    })?;
-    bar.finish();
 
-    let sgd_result = evaluate_both(&net, &data, args.batch)?;
-    let swa_result = evaluate_average(&vs, &net, &mut run.averager, &data, args.batch, args.seed)?;
-
+    // 1. SGD + SWA, with and without BatchNorm.
+    let mut bn = train(&args, &data, true, &schedule, &sgd)?;
+    let plain = train(&args, &data, false, &schedule, &sgd)?;
     println!(
-        "{:<6} {:>11} {:>10} {:>11} {:>10}",
+        "{:<10} {:>11} {:>10} {:>11} {:>10}",
         "", "train loss", "train acc", "test loss", "test acc"
     );
-    for (name, r) in [("SGD", &sgd_result), ("SWA", &swa_result)] {
+    for (name, r) in [
+        ("SGD", &bn.sgd),
+        ("SWA", &bn.swa),
+        ("SGD no-BN", &plain.sgd),
+        ("SWA no-BN", &plain.swa),
+    ] {
         println!(
-            "{name:<6} {:>11.4} {:>9.2}% {:>11.4} {:>9.2}%",
+            "{name:<10} {:>11.4} {:>9.2}% {:>11.4} {:>9.2}%",
             r.train.loss, r.train.accuracy, r.test.loss, r.test.accuracy
         );
     }
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
     let summary = Summary {
         dataset: "UCI optical digits (embedded, fixtures/digits.safetensors)",
-        network: &config,
+        network: &bn.config,
         schedule: &schedule,
         sgd: &sgd,
-        swa_snapshots: run.averager.n_averaged(),
-        sgd_result,
-        swa_result,
+        swa_snapshots: bn.averager.n_averaged(),
+        sgd_result: bn.sgd,
+        swa_result: bn.swa,
     };
     let path = args.out.join("summary.json");
     crate::checkpoint::write_atomically(&path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
-    println!("summary: {}", path.display());
+
+    // 2. SGD restarted from SWA (vs holds the SWA weights with re-estimated BN).
+    let swa_weights = snapshot(&bn.vs)?;
+    let bar = progress(args.after_epochs as u64, "after");
+    let after = sgd_after_swa(
+        &bn.net,
+        &mut bn.optimizer,
+        &data,
+        &sgd,
+        args.after_lr,
+        args.after_epochs,
+        &bn.swa,
+        |e| {
+            bar.set_message(format!("train {:.4} test {:.4}", e.train.loss, e.test.loss));
+            bar.inc(1);
+        },
+    )?;
+    bar.finish();
+    let after_weights = snapshot(&bn.vs)?;
+    bn_update(&bn.net, &data.train, args.batch, args.seed)?;
+    let after_result = evaluate_both(&bn.net, &data, args.batch)?;
+
+    // 3. The SWA→SGD line.
+    let offsets = grid_line(2, args.division)?;
+    let bar = progress(2 * offsets.len() as u64, "line");
+    let line = line_study(
+        &bn.vs,
+        &bn.net,
+        &data,
+        &swa_weights,
+        &after_weights,
+        &offsets,
+        256,
+        args.seed,
+        args.cheap_k,
+        || bar.inc(1),
+    )?;
+    bar.finish();
+
+    // 4. Random directions around SWA.
+    let config = AsymmetryConfig {
+        seed: args.seed,
+        ..AsymmetryConfig::default()
+    };
+    let mut studies = Vec::new();
+    for (name, kind, use_bn) in [
+        ("with BatchNorm", DirectionKind::Uniform, true),
+        ("without BatchNorm", DirectionKind::Uniform, false),
+        ("with BatchNorm", DirectionKind::Gaussian, true),
+        ("without BatchNorm", DirectionKind::Gaussian, false),
+    ] {
+        let t = if use_bn { &bn } else { &plain };
+        restore(&t.vs, &swa_weights_of(t, use_bn, &swa_weights)?)?;
+        bn_update(&t.net, &data.train, args.batch, args.seed)?;
+        let settings = ProbeSettings {
+            kind,
+            count: args.directions,
+            seed: args.seed.wrapping_add(1000),
+            radius: args.radius,
+            points: args.points,
+            batch: 256,
+        };
+        let bar = progress((args.directions * args.points) as u64, kind.name());
+        bar.set_message(name.to_string());
+        let (reports, cost) = probe_random(&t.vs, &t.net, &data.train, &settings, &config, || {
+            bar.inc(1)
+        })?;
+        bar.finish();
+        studies.push(DirectionStudy::new(
+            &format!("{name}, {} directions", kind.name()),
+            settings,
+            reports,
+            cost,
+        ));
+    }
+
+    // 5. The theorem-optimal bias along the line vs SWA's displacement; biased solutions.
+    // The training minimum may sit at the grid's edge (no matched ±r around it): then no fit.
+    let valley = line_valley(&line.train, &config).ok();
+    let (chunk_shifts, shift_rms) = shift_estimates(&line.train, &line.test, 4, 1.5)?;
+    let whole_shift = crate::valley::bias::estimate_shift(
+        &line.train.offsets,
+        &line.train.loss,
+        &line.test.loss,
+        1.5,
+    )?;
+    let bias = match valley
+        .as_ref()
+        .and_then(|v| v.asymmetry.fit.map(|f| (v, f)))
+    {
+        Some((v, fit)) if shift_rms > 0.0 => {
+            let fit = if fit.exponent > 1.0 {
+                fit
+            } else {
+                refit_quadratic(&line, v, &config)?.unwrap_or(fit)
+            };
+            optimal_bias(&fit, ShiftLaw::Gaussian, shift_rms).ok()
+        }
+        _ => None,
+    };
+    let mut betas = vec![0.0, 0.25, 0.5, 1.0, 1.5];
+    let t_min = valley.as_ref().map_or(0.0, |v| v.t_min);
+    let c_star_beta = bias.map(|b| -(t_min + b.c_star)).filter(|b| *b >= 0.0);
+    if let Some(b) = c_star_beta {
+        betas.push(b);
+    }
+    restore(&bn.vs, &after_weights)?;
+    let biased = biased_solutions(
+        &bn.vs,
+        &bn.net,
+        &bn.averager,
+        &after_weights,
+        &betas,
+        &data,
+        args.batch,
+        args.seed,
+    )?;
+
+    let report = DemoReport {
+        seed: args.seed,
+        args: format!("{args:?}"),
+        schedule,
+        sgd,
+        network: bn.config.clone(),
+        swa_snapshots: bn.averager.n_averaged(),
+        sgd_bn: bn.sgd,
+        swa_bn: bn.swa,
+        sgd_plain: plain.sgd,
+        swa_plain: plain.swa,
+        after_lr: args.after_lr,
+        after_epochs: after,
+        after_result,
+        line,
+        studies,
+        valley,
+        chunk_shifts,
+        shift_rms,
+        whole_shift,
+        bias,
+        c_star_beta,
+        biased,
+        seconds: 0.0,
+    };
+    let mut report = report;
+    report.seconds = started.elapsed().as_secs_f64();
+    let md = write_report(&args.out, &report)?;
+    crate::valley::report::write_json(&args.out.join("report.json"), &report)?;
+    println!("report: {} ({:.1} s)", md.display(), report.seconds);
     Ok(())
+}
+
+/// The SWA weights of either network (the BN net's were snapshotted before step 2 moved it).
+fn swa_weights_of(t: &Trained, is_bn: bool, bn_swa: &[tch::Tensor]) -> Result<Vec<tch::Tensor>> {
+    if is_bn {
+        return bn_swa.iter().map(|w| Ok(w.f_detach_copy()?)).collect();
+    }
+    t.averager.copy_to(&t.vs)?;
+    let w = snapshot(&t.vs)?;
+    let _ = &t.sgd_weights;
+    Ok(w)
+}
+
+fn refit_quadratic(
+    line: &crate::experiment::LineStudy,
+    valley: &crate::experiment::LineValley,
+    config: &AsymmetryConfig,
+) -> Result<Option<crate::valley::asymmetry::TwoSidedFit>> {
+    let shifted: Vec<f64> = line
+        .train
+        .offsets
+        .iter()
+        .map(|t| t - valley.t_min)
+        .collect();
+    let cfg = AsymmetryConfig {
+        exponent: Some(2.0),
+        bootstrap: 0,
+        ..config.clone()
+    };
+    Ok(crate::valley::asymmetry::analyze(&shifted, &line.train.loss, None, &cfg)?.fit)
 }

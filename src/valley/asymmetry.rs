@@ -63,13 +63,25 @@ impl AsymmetryConfig {
     /// Checks the ranges.
     pub fn validate(&self) -> Result<()> {
         if !(self.ratio_threshold > 1.0 && self.ratio_threshold.is_finite()) {
-            return Err(Error::invalid("ratio_threshold", self.ratio_threshold, "a finite number > 1"));
+            return Err(Error::invalid(
+                "ratio_threshold",
+                self.ratio_threshold,
+                "a finite number > 1",
+            ));
         }
         if !(self.flat_rise >= 0.0 && self.flat_rise.is_finite()) {
-            return Err(Error::invalid("flat_rise", self.flat_rise, "a finite number >= 0"));
+            return Err(Error::invalid(
+                "flat_rise",
+                self.flat_rise,
+                "a finite number >= 0",
+            ));
         }
         if !(self.confidence > 0.0 && self.confidence < 1.0) {
-            return Err(Error::invalid("confidence", self.confidence, "a number in (0, 1)"));
+            return Err(Error::invalid(
+                "confidence",
+                self.confidence,
+                "a number in (0, 1)",
+            ));
         }
         if let Some(p) = self.exponent {
             if !(p > 0.0 && p.is_finite()) {
@@ -147,7 +159,8 @@ pub struct Asymmetry {
 }
 
 fn find(offsets: &[f64], t: f64, scale: f64) -> Option<usize> {
-    offsets.iter().position(|&o| (o - t).abs() <= 1e-9 * scale.max(1.0))
+    // Relative tolerance 1e-6: float32 grids (torch.linspace) put 0 and ±r within a few ulps.
+    offsets.iter().position(|&o| (o - t).abs() <= 1e-6 * scale)
 }
 
 /// Pairs `(r, i(+r), i(−r))` for every matched radius, in increasing r.
@@ -263,7 +276,11 @@ pub fn analyze(
     }
     let scale = offsets.iter().fold(0.0f64, |m, t| m.max(t.abs()));
     let center = find(offsets, 0.0, scale).ok_or_else(|| {
-        Error::invalid("offsets", "a grid without t = 0", "a grid that contains t = 0")
+        Error::invalid(
+            "offsets",
+            "a grid without t = 0",
+            "a grid that contains t = 0",
+        )
     })?;
     let pairs = matched(offsets);
     let Some(&last) = pairs.last() else {
@@ -329,7 +346,10 @@ pub fn analyze(
                 return None;
             }
             v.sort_by(f64::total_cmp);
-            Some([percentile(&v, alpha).exp(), percentile(&v, 1.0 - alpha).exp()])
+            Some([
+                percentile(&v, alpha).exp(),
+                percentile(&v, 1.0 - alpha).exp(),
+            ])
         };
         rise_ratio_ci = interval(logs);
         fit_ratio_ci = interval(fits);
@@ -415,7 +435,13 @@ mod tests {
     #[test]
     fn asymmetry_rejects_bad_profiles() {
         assert!(analyze(&[-1.0, 1.0], &[1.0, 1.0], None, &AsymmetryConfig::default()).is_err());
-        assert!(analyze(&[-1.0, 0.0, 1.0], &[1.0, f64::NAN, 1.0], None, &AsymmetryConfig::default()).is_err());
+        assert!(analyze(
+            &[-1.0, 0.0, 1.0],
+            &[1.0, f64::NAN, 1.0],
+            None,
+            &AsymmetryConfig::default()
+        )
+        .is_err());
         assert!(analyze(&[0.0, 1.0], &[1.0, 2.0], None, &AsymmetryConfig::default()).is_err());
     }
 }

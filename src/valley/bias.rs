@@ -97,7 +97,12 @@ pub fn estimate_shift(offsets: &[f64], train: &[f64], test: &[f64], max_shift: f
     if offsets.len() < 3 || train.len() != offsets.len() || test.len() != offsets.len() {
         return Err(Error::invalid(
             "profiles",
-            format!("{} offsets, {} train, {} test", offsets.len(), train.len(), test.len()),
+            format!(
+                "{} offsets, {} train, {} test",
+                offsets.len(),
+                train.len(),
+                test.len()
+            ),
             "three or more offsets with one train and one test loss each",
         ));
     }
@@ -150,7 +155,12 @@ mod tests {
         let g = optimal_bias(&fit, ShiftLaw::Gaussian, 1.0).unwrap();
         assert!((g.c_star - 0.90146).abs() < 1e-4, "{g:?}");
         // Mirrored: the bias points the other way.
-        let m = TwoSidedFit { c_plus: 5.0, c_minus: 0.5, ratio: 10.0, ..fit };
+        let m = TwoSidedFit {
+            c_plus: 5.0,
+            c_minus: 0.5,
+            ratio: 10.0,
+            ..fit
+        };
         assert!((optimal_bias(&m, ShiftLaw::Uniform, 1.0).unwrap().c_star + 0.519494).abs() < 1e-5);
     }
 

@@ -11,7 +11,9 @@ use std::path::Path;
 use tch::{Kind, Tensor};
 
 /// How a direction's entries are drawn.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum DirectionKind {
     /// Entries U(0, 1), then unit L2 norm over the subset: the paper's choice (DIGEST §4.1).
@@ -146,7 +148,9 @@ impl Direction {
             moved += n as i64;
             let draws: Vec<f32> = match kind {
                 DirectionKind::Uniform => (0..n).map(|_| rng.gen::<f32>()).collect(),
-                _ => (0..n).map(|_| rng.sample::<f32, _>(StandardNormal)).collect(),
+                _ => (0..n)
+                    .map(|_| rng.sample::<f32, _>(StandardNormal))
+                    .collect(),
             };
             let mut d = Tensor::from_slice(&draws)
                 .f_reshape(&shape)?
@@ -155,8 +159,16 @@ impl Direction {
             match kind {
                 DirectionKind::SignConsistent | DirectionKind::SignInconsistent => {
                     // sign(0) = +: a zero weight counts as positive, so every entry moves.
-                    let sign = w.f_ge(0.0)?.f_to_kind(Kind::Float)?.f_mul_scalar(2.0)?.f_sub_scalar(1.0)?;
-                    let s = if kind == DirectionKind::SignConsistent { 1.0 } else { -1.0 };
+                    let sign = w
+                        .f_ge(0.0)?
+                        .f_to_kind(Kind::Float)?
+                        .f_mul_scalar(2.0)?
+                        .f_sub_scalar(1.0)?;
+                    let s = if kind == DirectionKind::SignConsistent {
+                        1.0
+                    } else {
+                        -1.0
+                    };
                     d = d.f_abs()?.f_mul(&sign)?.f_mul_scalar(s)?;
                 }
                 DirectionKind::Filter => {
@@ -224,9 +236,15 @@ impl Direction {
             }
             if subset.contains(p) && p.tensor.is_floating_point() {
                 moved += p.tensor.numel() as i64;
-                tensors.push(b.f_to_kind(Kind::Float)?.f_sub(&a.f_to_kind(Kind::Float)?)?);
+                tensors.push(
+                    b.f_to_kind(Kind::Float)?
+                        .f_sub(&a.f_to_kind(Kind::Float)?)?,
+                );
             } else {
-                tensors.push(Tensor::f_zeros(p.tensor.size(), (Kind::Float, p.tensor.device()))?);
+                tensors.push(Tensor::f_zeros(
+                    p.tensor.size(),
+                    (Kind::Float, p.tensor.device()),
+                )?);
             }
         }
         if moved == 0 {
@@ -291,7 +309,11 @@ impl Direction {
                 .f_logical_and(&nz)?;
             agree += same.f_sum(Kind::Int64)?.f_int64_value(&[])?;
         }
-        Ok(if total == 0 { 0.0 } else { agree as f64 / total as f64 })
+        Ok(if total == 0 {
+            0.0
+        } else {
+            agree as f64 / total as f64
+        })
     }
 
     /// Saves the tensors to a safetensors file, named `{prefix}{parameter name}`.
@@ -345,8 +367,12 @@ fn filter_normalize(d: &Tensor, w: &Tensor) -> Result<Tensor> {
     if d.dim() >= 2 {
         let n = d.size()[0];
         let dims: Vec<i64> = (1..d.dim() as i64).collect();
-        let dn = d.f_reshape([n, -1])?.f_norm_scalaropt_dim(2, [1i64].as_slice(), false)?;
-        let wn = w.f_reshape([n, -1])?.f_norm_scalaropt_dim(2, [1i64].as_slice(), false)?;
+        let dn = d
+            .f_reshape([n, -1])?
+            .f_norm_scalaropt_dim(2, [1i64].as_slice(), false)?;
+        let wn = w
+            .f_reshape([n, -1])?
+            .f_norm_scalaropt_dim(2, [1i64].as_slice(), false)?;
         let scale = wn.f_div(&dn.f_add_scalar(1e-10)?)?;
         let mut shape = vec![n];
         shape.extend(std::iter::repeat(1).take(dims.len()));

@@ -19,7 +19,9 @@ pub struct NamedTensor {
 }
 
 /// The loss a profile measures, per example.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum LossKind {
     /// Cross-entropy of logits `[B, C]` against class indices `[B]` (int64).
@@ -73,10 +75,11 @@ impl LossKind {
                 let diff = output
                     .f_to_kind(Kind::Double)?
                     .f_sub(&targets.f_to_kind(Kind::Double)?)?;
-                Ok(diff
-                    .f_square()?
-                    .f_reshape([b, -1])?
-                    .f_mean_dim(Some([1i64].as_slice()), false, Kind::Double)?)
+                Ok(diff.f_square()?.f_reshape([b, -1])?.f_mean_dim(
+                    Some([1i64].as_slice()),
+                    false,
+                    Kind::Double,
+                )?)
             }
         }
     }
@@ -148,7 +151,10 @@ impl ProbeData {
 
     /// The inputs only, for BatchNorm re-estimation.
     pub fn inputs(&self) -> Vec<Tensor> {
-        self.batches.iter().map(|(x, _)| x.shallow_clone()).collect()
+        self.batches
+            .iter()
+            .map(|(x, _)| x.shallow_clone())
+            .collect()
     }
 }
 

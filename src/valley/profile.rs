@@ -74,14 +74,21 @@ impl BnPlan {
                     return Err(Error::invalid(
                         "bn",
                         mode,
-                        format!("k <= {} (the number of re-estimation batches)", batches.len()),
+                        format!(
+                            "k <= {} (the number of re-estimation batches)",
+                            batches.len()
+                        ),
                     ));
                 }
                 batches.into_iter().take(k).collect()
             }
         };
         if mode != BnMode::Stale && inputs.is_empty() {
-            return Err(Error::invalid("bn", mode, "at least one re-estimation batch"));
+            return Err(Error::invalid(
+                "bn",
+                mode,
+                "at least one re-estimation batch",
+            ));
         }
         Ok(BnPlan { mode, inputs })
     }
@@ -113,7 +120,9 @@ pub fn grid_through(points: usize, radius: f64) -> Result<Vec<f64>> {
         ));
     }
     let half = (points / 2) as i64;
-    Ok((-half..=half).map(|i| radius * i as f64 / half as f64).collect())
+    Ok((-half..=half)
+        .map(|i| radius * i as f64 / half as f64)
+        .collect())
 }
 
 /// The official `interpulation.py` grid: `t_i = (i − D)/P`, i = 0..2D+P, with `D = extend·P`:
@@ -156,7 +165,9 @@ pub fn evaluate(
     for (xs, ys) in &data.batches {
         let out = model.forward(xs)?;
         let l = loss.per_example(&out, ys)?;
-        per.extend(Vec::<f32>::try_from(l.f_to_kind(Kind::Float)?.f_flatten(0, -1)?)?);
+        per.extend(Vec::<f32>::try_from(
+            l.f_to_kind(Kind::Float)?.f_flatten(0, -1)?,
+        )?);
         if loss == LossKind::CrossEntropy {
             correct += out
                 .f_argmax(-1, false)?
@@ -166,7 +177,11 @@ pub fn evaluate(
         }
     }
     if per.is_empty() {
-        return Err(Error::invalid("data", "no examples", "at least one example"));
+        return Err(Error::invalid(
+            "data",
+            "no examples",
+            "at least one example",
+        ));
     }
     let mean = per.iter().map(|&x| x as f64).sum::<f64>() / per.len() as f64;
     if !mean.is_finite() {
@@ -225,7 +240,10 @@ pub fn profile(
             });
         }
         origin.push(p.tensor.f_detach_copy()?);
-        steps.push(d.f_to_kind(p.tensor.kind())?.f_to_device(p.tensor.device())?);
+        steps.push(
+            d.f_to_kind(p.tensor.kind())?
+                .f_to_device(p.tensor.device())?,
+        );
     }
     let mut targets: Vec<Tensor> = params.iter().map(|p| p.tensor.shallow_clone()).collect();
     let mut saved: Vec<Tensor> = origin.iter().map(|t| t.shallow_clone()).collect();

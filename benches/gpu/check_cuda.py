@@ -1,0 +1,581 @@
+#!/usr/bin/env python3
+"""Correctness and cost of asymvalley's averaging on a device (issue 6; see benches/gpu/README.md).
+
+    python benches/gpu/check_cuda.py --device cuda --json out.json     # on the GPU machine
+    python benches/gpu/check_cuda.py --device cpu  --json out.json     # the same steps on a CPU
+
+1. **Ops** ``torch.ops.asymvalley.{swa,ema}_update_`` against ``torch.optim.swa_utils``'s
+   ``get_swa_multi_avg_fn`` / ``get_ema_multi_avg_fn`` on the ResNet-50 parameter shapes, five
+   updates, with the counter on the host and on the device; fp32 params, and bf16 params into fp32
+   averages (the reference then averages the bf16 values widened to fp32).
+   ``bias_toward_flat_`` against ``avg + beta*(avg - anchor)``.
+2. **AveragedModel** ``asymvalley.AveragedModel`` against ``swa_utils.AveragedModel`` on a small
+   conv/BN/linear net: SWA and EMA(0.9), ``use_buffers`` off and on, fp32 model, and bf16 model
+   (reference: PyTorch's class on an fp32 copy holding the same bf16 values; ours keeps fp32
+   masters, which its state_dict returns). Every state_dict entry is compared.
+   Tolerance everywhere: ``|ours - ref| <= 1e-6 + 1e-5*|ref|`` (integer tensors exactly).
+3. **No host sync** (CUDA only): ``update_parameters`` and the ops under
+   ``torch.cuda.set_sync_debug_mode("error")``; PyTorch's own ``AveragedModel`` is run the same way
+   to show the detector fires.
+4. **Cost** on the real torchvision ResNet-50 and ViT-B/16 (fp32 params): torch ``AveragedModel``
+   SWA/EMA, ``asymvalley.AveragedModel`` SWA/EMA, the op, raw ``torch._foreach_lerp_``, and the
+   floor (a device copy of 12 bytes per parameter), with CUDA events (CPU: perf_counter), warm-up,
+   medians; and one bf16-autocast SGD+momentum training step (ResNet-50 batch 128, ViT-B/16 batch
+   64, 224x224), giving each EMA's cost as a fraction of a step, measured alone and as the extra
+   time of step+EMA in a loop. Without torchvision the updates are timed on a stand-in module
+   holding the same parameter shapes (fixtures/param_shapes.json) and the training step is skipped.
+
+Exit status 1 when a correctness or sync check fails (timings never fail the run).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+import traceback
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "src" / "python"))
+os.environ.setdefault("ASYMVALLEY_LIBRARY", str(ROOT / "target" / "release" / "libasymvalley.so"))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.optim import swa_utils  # noqa: E402
+
+import asymvalley  # noqa: E402
+
+RTOL, ATOL = 1e-5, 1e-6
+TOL = f"|ours - ref| <= {ATOL:g} + {RTOL:g}*|ref| elementwise (integer tensors exact)"
+TRAIN = {"resnet50": 128, "vit_b_16": 64}
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+def excess(ours: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
+    """(max |ours - ref|, max of |ours - ref| - tolerance): the second is <= 0 when it passes."""
+    if not ref.is_floating_point():
+        d = float((ours.to(ref.dtype) != ref).sum())
+        return d, d
+    o, r = ours.detach().double().cpu(), ref.detach().double().cpu()
+    d = (o - r).abs()
+    if d.numel() == 0:
+        return 0.0, 0.0
+    return float(d.max()), float((d - (ATOL + RTOL * r.abs())).max())
+
+
+def worst(pairs) -> tuple[float, float]:
+    m, v = 0.0, float("-inf")
+    for o, r in pairs:
+        a, b = excess(o, r)
+        m, v = max(m, a), max(v, b)
+    return m, v
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. ops
+# ------------------------------------------------------------------------------------------------
+def shapes_of(model: str) -> list[list[int]]:
+    return json.loads((ROOT / "fixtures" / "param_shapes.json").read_text())[model]
+
+
+def check_ops(device: torch.device) -> list[dict]:
+    out = []
+    shapes = shapes_of("resnet50")
+    g = torch.Generator().manual_seed(0)
+    steps = [[torch.randn(s, generator=g) for s in shapes] for _ in range(5)]
+    for pdtype in (torch.float32, torch.bfloat16):
+        for rule, decay in (("swa", None), ("ema", 0.9)):
+            counters = ["cpu"] + (["device"] if device.type != "cpu" else [])
+            for where in counters:
+                name = f"op {rule}_update_ params={str(pdtype)[6:]} avg=float32 counter={where}"
+                try:
+                    avg = [torch.zeros(s, device=device) for s in shapes]
+                    ref = [torch.zeros(s, device=device) for s in shapes]
+                    n = torch.zeros((), dtype=torch.long, device="cpu" if where == "cpu" else device)
+                    ref_fn = (
+                        swa_utils.get_swa_multi_avg_fn()
+                        if rule == "swa"
+                        else swa_utils.get_ema_multi_avg_fn(decay)
+                    )
+                    for k, vals in enumerate(steps):
+                        params = [v.to(device=device, dtype=pdtype) for v in vals]
+                        if rule == "swa":
+                            torch.ops.asymvalley.swa_update_(avg, params, n)
+                        else:
+                            torch.ops.asymvalley.ema_update_(avg, params, n, decay)
+                        wide = [p.float() for p in params]
+                        if k == 0:
+                            torch._foreach_copy_(ref, wide)
+                        else:
+                            ref_fn(ref, wide, k)
+                    m, v = worst(zip(avg, ref))
+                    ok = v <= 0 and int(n) == len(steps)
+                    out.append({"name": name, "max_abs_diff": m, "max_violation": v, "ok": ok})
+                except Exception as e:  # noqa: BLE001 - report and go on
+                    out.append({"name": name, "ok": False, "error": repr(e)})
+                log_check(out[-1])
+    name = "op bias_toward_flat_ beta=0.5 (out aliases anchor)"
+    try:
+        avg = [v.to(device) for v in steps[0]]
+        anchor = [v.to(device) for v in steps[1]]
+        ref = [a + 0.5 * (a - c) for a, c in zip(avg, anchor)]
+        torch.ops.asymvalley.bias_toward_flat_(anchor, avg, anchor, 0.5)
+        m, v = worst(zip(anchor, ref))
+        out.append({"name": name, "max_abs_diff": m, "max_violation": v, "ok": v <= 0})
+    except Exception as e:  # noqa: BLE001
+        out.append({"name": name, "ok": False, "error": repr(e)})
+    log_check(out[-1])
+    return out
+
+
+def log_check(r: dict) -> None:
+    if "error" in r:
+        log(f"  FAIL {r['name']}: {r['error']}")
+    else:
+        log(f"  {'ok  ' if r['ok'] else 'FAIL'} {r['name']}: max|diff| {r.get('max_abs_diff', 0):.3e}")
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. AveragedModel
+# ------------------------------------------------------------------------------------------------
+def small_net() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 36, 10)
+    )
+
+
+@torch.no_grad()
+def perturb(model: nn.Module, g: torch.Generator) -> None:
+    """A training step's worth of change, without a forward pass (so bf16 on CPU works too)."""
+    for p in model.parameters():
+        p.add_(0.1 * torch.randn(p.shape, generator=g).to(p))
+    for b in model.buffers():
+        if b.is_floating_point():
+            b.add_(0.1 * torch.randn(b.shape, generator=g).to(b))
+        else:
+            b.add_(1)
+
+
+@torch.no_grad()
+def copy_values(dst: nn.Module, src: nn.Module) -> None:
+    for a, b in zip(dst.state_dict().values(), src.state_dict().values()):
+        a.copy_(b)
+
+
+def first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+
+
+def check_averaged_model(device: torch.device) -> list[dict]:
+    """When PyTorch's own class raises (SWA with use_buffers=True on CUDA: `_foreach_addcdiv_` on
+    the int64 `num_batches_tracked`, "Integer division with addcdiv is no longer supported"), the
+    case records both errors and passes: there is no reference to compare against; ours is
+    reported (raising like PyTorch is parity, not raising is better)."""
+    out = []
+    for mdtype in (torch.float32, torch.bfloat16):
+        for rule in ("swa", "ema"):
+            for use_buffers in (False, True):
+                name = (
+                    f"AveragedModel {rule} model={str(mdtype)[6:]} use_buffers={use_buffers}"
+                )
+                try:
+                    g = torch.Generator().manual_seed(1)
+                    torch.manual_seed(1)
+                    model = small_net().to(device=device, dtype=mdtype)
+                    shadow = copy.deepcopy(model).float()  # the reference sees the same values
+                    kw = {"use_buffers": use_buffers}
+                    if rule == "ema":
+                        kw["multi_avg_fn"] = swa_utils.get_ema_multi_avg_fn(0.9)
+                    ours = asymvalley.AveragedModel(model, **kw)
+                    ref = swa_utils.AveragedModel(shadow, **kw)
+                    snapshots = []
+                    for _ in range(5):
+                        perturb(model, g)
+                        snapshots.append(copy.deepcopy(model.state_dict()))
+                    errors = {}
+                    for label, am, target in (("ours", ours, model), ("reference", ref, shadow)):
+                        try:
+                            for snap in snapshots:
+                                target.load_state_dict(snap)  # casts bf16 values into the fp32 copy
+                                am.update_parameters(target)
+                        except RuntimeError as e:
+                            errors[label] = first_line(e)
+                    if "reference" in errors:
+                        out.append({
+                            "name": name, "ok": True, "reference_error": errors["reference"],
+                            "ours_error": errors.get("ours"),
+                            "note": "PyTorch's AveragedModel raises here; nothing to compare",
+                        })
+                        log(f"  note {name}: PyTorch raises ({errors['reference']}); "
+                            f"ours: {errors.get('ours') or 'runs'}")
+                        continue
+                    if "ours" in errors:
+                        raise RuntimeError(errors["ours"])
+                    o_sd, r_sd = ours.state_dict(), ref.state_dict()
+                    if set(o_sd) != set(r_sd):
+                        raise AssertionError(f"state_dict keys differ: {set(o_sd) ^ set(r_sd)}")
+                    m, v = worst((o_sd[k], r_sd[k]) for k in r_sd)
+                    # Ours' own weights are the fp32 state rounded to the model dtype.
+                    rounded = all(
+                        torch.equal(t, o_sd["module." + k].to(t.dtype))
+                        for k, t in ours.module.state_dict().items()
+                    )
+                    ok = v <= 0 and rounded
+                    out.append(
+                        {
+                            "name": name,
+                            "max_abs_diff": m,
+                            "max_violation": v,
+                            "module_is_rounded_state": rounded,
+                            "ok": ok,
+                        }
+                    )
+                except Exception as e:  # noqa: BLE001
+                    out.append({"name": name, "ok": False, "error": repr(e)})
+                log_check(out[-1])
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. no host sync
+# ------------------------------------------------------------------------------------------------
+def check_sync(device: torch.device) -> list[dict]:
+    out = []
+    if device.type != "cuda":
+        log("  skipped: torch.cuda.set_sync_debug_mode needs CUDA (this run is on the CPU)")
+        return [{"name": "sync debug", "skipped": "needs CUDA", "ok": True}]
+
+    def run(name, fn, expect_raise=False):
+        torch.cuda.synchronize()
+        raised = other = None
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            fn()
+        except RuntimeError as e:
+            msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            if "synchroniz" in msg.lower():
+                raised = msg
+            else:  # not a sync: e.g. PyTorch's int64 addcdiv error (see check_averaged_model)
+                other = msg
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        torch.cuda.synchronize()
+        ok = (raised is not None) if expect_raise else (raised is None)
+        r = {"name": name, "synced": raised is not None, "message": raised, "ok": ok}
+        if other:
+            r["other_error"] = other
+        if expect_raise:
+            r["note"] = "control: PyTorch's AveragedModel is expected to sync (detector works)"
+        out.append(r)
+        what = "host sync: " + raised if raised else "no host sync"
+        if other:
+            what += f" (stopped by another error: {other})"
+        log(f"  {'ok  ' if ok else 'FAIL'} {name}: {what}")
+
+    for mdtype in (torch.float32, torch.bfloat16):
+        for rule in ("swa", "ema"):
+            for use_buffers in (False, True):
+                torch.manual_seed(2)
+                model = small_net().to(device=device, dtype=mdtype)
+                kw = {"use_buffers": use_buffers}
+                if rule == "ema":
+                    kw["multi_avg_fn"] = swa_utils.get_ema_multi_avg_fn(0.999)
+                am = asymvalley.AveragedModel(model, **kw)
+
+                def three(am=am, model=model):
+                    for _ in range(3):  # the first call (copy) and two averaging calls
+                        am.update_parameters(model)
+
+                run(f"asymvalley.AveragedModel {rule} model={str(mdtype)[6:]} use_buffers={use_buffers}", three)
+    params = [torch.randn(s, device=device) for s in shapes_of("resnet50")]
+    avg = [torch.zeros_like(p) for p in params]
+    for where in ("cpu", "device"):
+        n = torch.zeros((), dtype=torch.long, device="cpu" if where == "cpu" else device)
+
+        def ops(n=n):
+            for _ in range(3):
+                torch.ops.asymvalley.swa_update_(avg, params, n)
+                torch.ops.asymvalley.ema_update_(avg, params, n, 0.999)
+
+        run(f"ops swa_update_/ema_update_ counter={where}", ops)
+    model = small_net().to(device)
+    ref = swa_utils.AveragedModel(model)
+
+    def torch_three():
+        for _ in range(3):
+            ref.update_parameters(model)
+
+    run("torch.optim.swa_utils.AveragedModel swa (control)", torch_three, expect_raise=True)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. cost
+# ------------------------------------------------------------------------------------------------
+class Timer:
+    def __init__(self, device: torch.device, warmup: int, reps: int):
+        self.device, self.warmup, self.reps = device, warmup, reps
+        self.method = (
+            f"CUDA events around each call, median of {reps} after {warmup} warm-up calls"
+            if device.type == "cuda"
+            else f"time.perf_counter around each call, median of {reps} after {warmup} warm-up calls"
+        )
+
+    def __call__(self, fn, reps: int | None = None) -> float:
+        reps = reps or self.reps
+        for _ in range(self.warmup):
+            fn()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            ev = []
+            for _ in range(reps):
+                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                s.record()
+                fn()
+                e.record()
+                ev.append((s, e))
+            torch.cuda.synchronize()
+            return statistics.median(s.elapsed_time(e) for s, e in ev)
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            ts.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(ts)
+
+
+class ShapeModel(nn.Module):
+    """A stand-in holding exactly a model's parameter shapes (no forward)."""
+
+    def __init__(self, shapes):
+        super().__init__()
+        self.ps = nn.ParameterList([nn.Parameter(torch.randn(s)) for s in shapes])
+
+
+def build(name: str, device: torch.device, tv):
+    if tv is not None:
+        return getattr(tv.models, name)(weights=None).to(device), "torchvision"
+    return ShapeModel(shapes_of(name)).to(device), "fixtures/param_shapes.json stand-in (no torchvision)"
+
+
+def cost(device: torch.device, models: list[str], timer: Timer, train: bool) -> list[dict]:
+    try:
+        import torchvision as tv  # noqa: F401
+    except ImportError:
+        tv = None
+        log("  torchvision is not installed: timing updates on stand-in modules with the same "
+            "parameter shapes; the training-step fraction is SKIPPED")
+    results = []
+    for name in models:
+        torch.manual_seed(0)
+        model, source = build(name, device, tv)
+        params = [p for p in model.parameters()]
+        n_params = sum(p.numel() for p in params)
+        r = {"model": name, "source": source, "params": n_params, "tensors": len(params), "ms": {}}
+        ms = r["ms"]
+        # The floor: 1.5 N fp32 elements copied = 12 bytes per parameter.
+        src = torch.randn(n_params * 3 // 2, device=device)
+        dst = torch.empty_like(src)
+        ms["floor_copy_12B"] = timer(lambda: dst.copy_(src))
+        del src, dst
+        avgs = [p.detach().clone() for p in params]
+        plist = [p.detach() for p in params]
+        ms["raw_foreach_lerp"] = timer(lambda: torch._foreach_lerp_(avgs, plist, 0.001))
+        n_host = torch.ones((), dtype=torch.long)
+        ms["op_ema_update_"] = timer(lambda: torch.ops.asymvalley.ema_update_(avgs, plist, n_host, 0.999))
+        ms["op_swa_update_"] = timer(lambda: torch.ops.asymvalley.swa_update_(avgs, plist, n_host))
+        del avgs
+        ams = {}
+        for label, cls in (("torch_AveragedModel", swa_utils.AveragedModel), ("ours_AveragedModel", asymvalley.AveragedModel)):
+            for rule in ("swa", "ema"):
+                kw = {} if rule == "swa" else {"multi_avg_fn": swa_utils.get_ema_multi_avg_fn(0.999)}
+                am = cls(model, **kw)
+                am.update_parameters(model)  # the first call copies; time the averaging calls
+                ms[f"{label}_{rule}"] = timer(lambda am=am: am.update_parameters(model))
+                if rule == "ema":
+                    ams[label] = am
+                else:
+                    del am
+        if device.type == "cuda":
+            r["cuda_events_per_call"] = launches(model, ams)
+            log(f"    device events (kernels + copies) per call: {r['cuda_events_per_call']}")
+        floor = ms["floor_copy_12B"]
+        r["ratio_to_floor"] = {k: v / floor for k, v in ms.items()}
+        r["copy_bandwidth_GB_s"] = 12 * n_params / (floor * 1e-3) / 1e9
+        r["speedup_ours_vs_torch"] = {
+            rule: ms[f"torch_AveragedModel_{rule}"] / ms[f"ours_AveragedModel_{rule}"] for rule in ("swa", "ema")
+        }
+        r["speedup_op_vs_torch_AveragedModel"] = {
+            "swa": ms["torch_AveragedModel_swa"] / ms["op_swa_update_"],
+            "ema": ms["torch_AveragedModel_ema"] / ms["op_ema_update_"],
+        }
+        if tv is not None and train:
+            try:
+                r["train"] = train_fraction(name, model, ams, device, timer)
+            except Exception:  # noqa: BLE001 - keep the update timings
+                r["train"] = {"skipped": "error", "error": traceback.format_exc()}
+                log(r["train"]["error"])
+        else:
+            r["train"] = {"skipped": "torchvision missing" if tv is None else "--no-train"}
+        log(f"  {name} ({source}): {n_params / 1e6:.1f} M params, {len(params)} tensors, "
+            f"copy {r['copy_bandwidth_GB_s']:.0f} GB/s")
+        for k, v in ms.items():
+            log(f"    {k:<28} {v:10.4f} ms  {r['ratio_to_floor'][k]:8.2f}x floor")
+        log(f"    ours AveragedModel vs torch: SWA {r['speedup_ours_vs_torch']['swa']:.1f}x, "
+            f"EMA {r['speedup_ours_vs_torch']['ema']:.1f}x faster; op vs torch SWA "
+            f"{r['speedup_op_vs_torch_AveragedModel']['swa']:.1f}x")
+        if "skipped" not in r["train"]:
+            t = r["train"]
+            log(f"    training step (bf16 autocast, batch {t['batch']}): {t['step_ms']:.2f} ms; EMA cost "
+                f"torch {100 * t['torch_ema_fraction']:.2f}% / ours {100 * t['ours_ema_fraction']:.2f}% "
+                f"(alone); in-loop extra torch {100 * t['torch_ema_loop_fraction']:.2f}% / ours "
+                f"{100 * t['ours_ema_loop_fraction']:.2f}%")
+        results.append(r)
+        del model, ams, params, plist
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return results
+
+
+def launches(model, ams) -> dict:
+    """Device events (kernels, memcpy/memset) of one call each, from the profiler: the launch
+    count that explains a gap to the floor."""
+    out = {}
+    params = [p.detach() for p in model.parameters()]
+    avgs = [p.clone() for p in params]
+    n = torch.ones((), dtype=torch.long)
+    calls = {
+        "op_ema_update_": lambda: torch.ops.asymvalley.ema_update_(avgs, params, n, 0.999),
+        "raw_foreach_lerp": lambda: torch._foreach_lerp_(avgs, params, 0.001),
+    }
+    for label, am in ams.items():
+        calls[f"{label}_ema"] = lambda am=am: am.update_parameters(model)
+    for label, fn in calls.items():
+        try:
+            fn()
+            torch.cuda.synchronize()
+            acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+            with torch.profiler.profile(activities=acts) as prof:
+                fn()
+                torch.cuda.synchronize()
+            out[label] = sum(
+                1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
+            )
+        except Exception as e:  # noqa: BLE001 - diagnostics only
+            out[label] = f"profiler failed: {first_line(e)}"
+    return out
+
+
+def train_fraction(name, model, ams, device, timer: Timer) -> dict:
+    batch = TRAIN[name] if device.type == "cuda" else 2
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    y = torch.randint(0, 1000, (batch,), device=device)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+
+    reps = 20 if device.type == "cuda" else 3
+    step_ms = timer(step, reps)
+    t = {"batch": batch, "image": 224, "optimizer": "SGD momentum 0.9", "autocast": "bfloat16", "step_ms": step_ms}
+    for label, am in ams.items():
+        key = "torch" if label.startswith("torch") else "ours"
+        alone = timer(lambda am=am: am.update_parameters(model))
+
+        def both(am=am):
+            step()
+            am.update_parameters(model)
+
+        loop = timer(both, reps)
+        t[f"{key}_ema_ms"] = alone
+        t[f"{key}_ema_fraction"] = alone / step_ms
+        t[f"{key}_step_plus_ema_ms"] = loop
+        t[f"{key}_ema_loop_fraction"] = (loop - step_ms) / step_ms
+    return t
+
+
+# ------------------------------------------------------------------------------------------------
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda")
+    ap.add_argument("--json", type=pathlib.Path, default=None)
+    ap.add_argument("--models", default="resnet50,vit_b_16")
+    ap.add_argument("--no-timing", action="store_true", help="correctness only")
+    ap.add_argument("--no-train", action="store_true", help="skip the training-step fraction")
+    args = ap.parse_args()
+
+    cuda = torch.cuda.is_available()
+    log(f"torch {torch.__version__}, cuda available: {cuda}, python {platform.python_version()}")
+    if args.device == "cuda" and not cuda:
+        print("check_cuda: --device cuda but torch.cuda.is_available() is False", file=sys.stderr)
+        return 2
+    device = torch.device(args.device)
+    gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else None
+    report = {
+        "script": "benches/gpu/check_cuda.py",
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": args.device,
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "cuda_runtime": torch.version.cuda,
+        "python": platform.python_version(),
+        "library": asymvalley.load_library(),
+        "tolerance": TOL,
+    }
+    log(f"device {args.device}{' (' + gpu + ')' if gpu else ''}; library {report['library']}")
+    ok = True
+    log("\n== 1. ops vs torch.optim.swa_utils ==")
+    report["ops"] = check_ops(device)
+    log("\n== 2. asymvalley.AveragedModel vs torch.optim.swa_utils.AveragedModel ==")
+    report["averaged_model"] = check_averaged_model(device)
+    log("\n== 3. update_parameters under torch.cuda.set_sync_debug_mode('error') ==")
+    report["sync_debug"] = check_sync(device)
+    ok = all(r["ok"] for k in ("ops", "averaged_model", "sync_debug") for r in report[k])
+    if not args.no_timing:
+        timer = Timer(device, *((10, 50) if args.device == "cuda" else (1, 3)))
+        report["timing_method"] = timer.method
+        log(f"\n== 4. cost ({timer.method}) ==")
+        try:
+            report["cost"] = cost(device, args.models.split(","), timer, not args.no_train)
+        except Exception:  # noqa: BLE001 - keep the correctness results
+            report["cost_error"] = traceback.format_exc()
+            log(report["cost_error"])
+        targets = {}
+        for r in report.get("cost", []):
+            targets[r["model"]] = {
+                "op_ema_within_1.15x_floor": r["ratio_to_floor"]["op_ema_update_"] <= 1.15,
+                "op_swa_within_1.15x_floor": r["ratio_to_floor"]["op_swa_update_"] <= 1.15,
+                "ours_AveragedModel_swa_ratio_to_floor": r["ratio_to_floor"]["ours_AveragedModel_swa"],
+            }
+            if r["model"] == "resnet50":
+                targets[r["model"]]["ours_AveragedModel_30x_faster_swa"] = r["speedup_ours_vs_torch"]["swa"] >= 30
+                targets[r["model"]]["ours_AveragedModel_30x_faster_ema"] = r["speedup_ours_vs_torch"]["ema"] >= 30
+        report["targets"] = targets
+        if targets:
+            log(f"\ntargets{' (informational on CPU)' if args.device == 'cpu' else ''}: {json.dumps(targets)}")
+    report["all_checks_ok"] = ok
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+        log(f"\nwrote {args.json}")
+    log(f"\ncheck_cuda: correctness and sync checks {'PASSED' if ok else 'FAILED'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

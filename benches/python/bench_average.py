@@ -1,0 +1,112 @@
+"""Times one averaging update on the exact ResNet-50 and ViT-B/16 parameter shapes
+(fixtures/param_shapes.json) against the memory-bandwidth floor.
+
+Rows: asymvalley.AveragedModel.update_parameters (SWA, EMA), torch.optim.swa_utils.AveragedModel
+.update_parameters (SWA, EMA), a raw torch._foreach_lerp_, and a copy of the same bytes. The floor
+is 12 bytes/param (read avg, read param, write avg) at the copy bandwidth measured in the same run.
+
+    .venv/bin/python benches/python/bench_average.py --device cpu [--json out.json]
+    python benches/python/bench_average.py --device cuda          # unchanged on a GPU machine
+"""
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+import time
+
+import torch
+from torch import nn
+from torch.optim import swa_utils
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "src" / "python"))
+import asymvalley  # noqa: E402
+
+
+def timer(device, fn, warmup, reps):
+    for _ in range(warmup):
+        fn()
+    times = []
+    if device.type == "cuda":
+        for _ in range(reps):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+    else:
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def holder(shapes, device, seed):
+    m = nn.Module()
+    g = torch.Generator().manual_seed(seed)
+    m.ps = nn.ParameterList([nn.Parameter(torch.randn(s, generator=g).to(device)) for s in shapes])
+    return m
+
+
+def bench_model(name, shapes, device, warmup, reps):
+    n_params = sum(torch.Size(s).numel() for s in shapes)
+    model = holder(shapes, device, 0)
+    rows = {}
+    ema_fn = swa_utils.get_ema_multi_avg_fn(0.999)
+    for label, cls, kw in [
+        ("asymvalley SWA", asymvalley.AveragedModel, {}),
+        ("asymvalley EMA", asymvalley.AveragedModel, {"multi_avg_fn": ema_fn}),
+        ("torch AveragedModel SWA", swa_utils.AveragedModel, {}),
+        ("torch AveragedModel EMA", swa_utils.AveragedModel, {"multi_avg_fn": ema_fn}),
+    ]:
+        avg = cls(model, **kw)
+        avg.update_parameters(model)  # the first call copies; time the averaging ones
+        rows[label] = timer(device, lambda: avg.update_parameters(model), warmup, reps)
+        del avg
+    a = [p.detach().clone() for p in model.parameters()]
+    src = [p.detach() for p in model.parameters()]
+    rows["raw torch._foreach_lerp_"] = timer(device, lambda: torch._foreach_lerp_(a, src, 0.001), warmup, reps)
+    # Copy of the same bytes: 12 bytes/param moved as one flat read+write of 6 bytes/param each way.
+    flat_src = torch.empty(n_params * 3 // 2, dtype=torch.float32, device=device).normal_()
+    flat_dst = torch.empty_like(flat_src)
+    t_copy = timer(device, lambda: flat_dst.copy_(flat_src), warmup, reps)
+    bandwidth = 2 * flat_src.numel() * 4 / t_copy  # bytes read + written per second
+    floor = 12 * n_params / bandwidth
+    rows["copy of 12 B/param (floor)"] = floor
+    return {"model": name, "tensors": len(shapes), "params": n_params, "copy_bandwidth_GBps": bandwidth / 1e9,
+            "floor_s": floor, "times_s": rows}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--json", type=pathlib.Path, default=None)
+    ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--shapes", type=pathlib.Path, default=ROOT / "fixtures" / "param_shapes.json")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    reps = args.reps or (50 if device.type == "cuda" else 7)
+    warmup = 5 if device.type == "cuda" else 2
+    shapes = json.loads(args.shapes.read_text())
+    results = []
+    for name in ("resnet50", "vit_b_16"):
+        r = bench_model(name, shapes[name], device, warmup, reps)
+        results.append(r)
+        print(f"\n{name}: {r['tensors']} tensors, {r['params'] / 1e6:.1f} M params, "
+              f"copy bandwidth {r['copy_bandwidth_GBps']:.1f} GB/s, floor {r['floor_s'] * 1e3:.3f} ms "
+              f"({device.type}, torch {torch.__version__}, {torch.get_num_threads()} threads)")
+        print(f"  {'':32s} {'ms':>9s} {'x floor':>8s} {'x torch':>8s}")
+        for label, t in r["times_s"].items():
+            torch_ref = r["times_s"]["torch AveragedModel EMA" if "EMA" in label else "torch AveragedModel SWA"]
+            print(f"  {label:32s} {t * 1e3:9.3f} {t / r['floor_s']:8.2f} {t / torch_ref:8.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"device": str(device), "torch": torch.__version__,
+                                         "threads": torch.get_num_threads(), "results": results}, indent=2))
+        print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+// The asymmetric-valley detector's C++ side:
+// 1. `torch.ops.asymvalley.valley_asymmetry(offsets, losses) -> Tensor`, whose body is Rust
+//    (`asymvalley_valley_asymmetry_raw` in src/valley/op.rs): the same computation the CLI uses.
+// 2. A minimal TorchScript module handle for src/valley/torchscript.rs. tch 0.24's `CModule`
+//    exposes `named_parameters` but not buffers, so BatchNorm running statistics of a scripted
+//    model cannot be reset or read through it; this handle exposes both (as aliases).
+//
+// Every extern "C" function returns NULL on success or a malloc'ed message freed with
+// `asymvalley_valley_free_error`; no C++ exception crosses into Rust.
+#include <ATen/ATen.h>
+#include <torch/csrc/jit/api/module.h>
+#include <torch/csrc/jit/serialization/import.h>
+#include <torch/library.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+extern "C" {
+// Defined in Rust (src/valley/op.rs). Writes `out_len` fields into `out`; returns an error
+// message (freed with asymvalley_valley_free_rust_message) or NULL.
+char* asymvalley_valley_asymmetry_raw(const double* offsets, const double* losses, size_t n,
+                                      double* out, size_t out_len);
+void asymvalley_valley_free_rust_message(char* msg);
+size_t asymvalley_valley_asymmetry_fields();
+}
+
+namespace {
+
+char* valley_message(const std::string& msg) {
+  char* out = static_cast<char*>(std::malloc(msg.size() + 1));
+  if (out != nullptr) std::memcpy(out, msg.c_str(), msg.size() + 1);
+  return out;
+}
+
+template <typename F>
+char* valley_guarded(F&& body) {
+  try {
+    body();
+    return nullptr;
+  } catch (const c10::Error& e) {
+    return valley_message(e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    return valley_message(e.what());
+  } catch (...) {
+    return valley_message("unknown C++ exception in asymvalley valley code");
+  }
+}
+
+at::Tensor valley_asymmetry_cpu(const at::Tensor& offsets, const at::Tensor& losses) {
+  TORCH_CHECK(offsets.dim() == 1, "valley_asymmetry: offsets must be 1-D [P], got ",
+              offsets.sizes());
+  TORCH_CHECK(losses.dim() == 1 || losses.dim() == 2,
+              "valley_asymmetry: losses must be [P] or [B, P], got ", losses.sizes());
+  const int64_t p = offsets.size(0);
+  TORCH_CHECK(losses.size(-1) == p, "valley_asymmetry: losses' last dimension (",
+              losses.size(-1), ") must equal the number of offsets (", p, ")");
+  TORCH_CHECK(offsets.is_floating_point() && losses.is_floating_point(),
+              "valley_asymmetry: offsets and losses must be floating point");
+  const auto fields = static_cast<int64_t>(asymvalley_valley_asymmetry_fields());
+  auto o = offsets.detach().to(at::kCPU, at::kDouble).contiguous();
+  auto l = losses.detach().to(at::kCPU, at::kDouble).contiguous().reshape({-1, p});
+  const int64_t b = l.size(0);
+  auto out = at::empty({b, fields}, at::TensorOptions().dtype(at::kDouble));
+  for (int64_t i = 0; i < b; ++i) {
+    char* err = asymvalley_valley_asymmetry_raw(o.data_ptr<double>(), l[i].data_ptr<double>(),
+                                                static_cast<size_t>(p),
+                                                out[i].data_ptr<double>(),
+                                                static_cast<size_t>(fields));
+    if (err != nullptr) {
+      std::string msg(err);
+      asymvalley_valley_free_rust_message(err);
+      TORCH_CHECK(false, "valley_asymmetry: ", msg);
+    }
+  }
+  if (losses.dim() == 1) out = out.reshape({fields});
+  return out.to(losses.device());
+}
+
+at::Tensor valley_asymmetry_meta(const at::Tensor& offsets, const at::Tensor& losses) {
+  TORCH_CHECK(losses.dim() == 1 || losses.dim() == 2,
+              "valley_asymmetry: losses must be [P] or [B, P]");
+  const auto fields = static_cast<int64_t>(asymvalley_valley_asymmetry_fields());
+  std::vector<int64_t> shape;
+  if (losses.dim() == 2) shape.push_back(losses.size(0));
+  shape.push_back(fields);
+  return at::empty(shape, losses.options().dtype(at::kDouble));
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(asymvalley, m) {
+  m.def("valley_asymmetry(Tensor offsets, Tensor losses) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(asymvalley, CompositeExplicitAutograd, m) {
+  m.impl("valley_asymmetry", &valley_asymmetry_cpu);
+}
+
+TORCH_LIBRARY_IMPL(asymvalley, Meta, m) {
+  m.impl("valley_asymmetry", &valley_asymmetry_meta);
+}
+
+extern "C" {
+
+void asymvalley_valley_free_error(char* msg) { std::free(msg); }
+
+char* asymvalley_jit_load(const char* path, void** out) {
+  return valley_guarded([&] {
+    auto module = torch::jit::load(std::string(path));
+    module.eval();
+    *out = new torch::jit::Module(std::move(module));
+  });
+}
+
+void asymvalley_jit_free(void* module) { delete static_cast<torch::jit::Module*>(module); }
+
+// Calls `cb(data, name, new at::Tensor alias)` for every parameter (buffers = 0) or buffer
+// (buffers = 1); the Rust side owns each new handle.
+char* asymvalley_jit_named(void* module, int buffers, void* data,
+                           void (*cb)(void*, const char*, at::Tensor*)) {
+  return valley_guarded([&] {
+    auto* m = static_cast<torch::jit::Module*>(module);
+    if (buffers != 0) {
+      for (const auto& b : m->named_buffers(true)) cb(data, b.name.c_str(), new at::Tensor(b.value));
+    } else {
+      for (const auto& p : m->named_parameters(true))
+        cb(data, p.name.c_str(), new at::Tensor(p.value));
+    }
+  });
+}
+
+char* asymvalley_jit_forward(void* module, at::Tensor* input, at::Tensor** out) {
+  return valley_guarded([&] {
+    auto* m = static_cast<torch::jit::Module*>(module);
+    std::vector<c10::IValue> args{*input};
+    auto result = m->forward(args);
+    if (result.isTuple() && !result.toTupleRef().elements().empty()) {
+      result = result.toTupleRef().elements()[0];
+    }
+    TORCH_CHECK(result.isTensor(), "the model's forward returned ", result.tagKind(),
+                ", expected a Tensor (or a tuple whose first element is one)");
+    *out = new at::Tensor(result.toTensor());
+  });
+}
+
+char* asymvalley_jit_train(void* module, int on) {
+  return valley_guarded([&] { static_cast<torch::jit::Module*>(module)->train(on != 0); });
+}
+
+}  // extern "C"

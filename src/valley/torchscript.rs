@@ -1,0 +1,360 @@
+//! Probing TorchScript models saved from PyTorch (`torch.jit.save`), with data from safetensors.
+//!
+//! Why not `tch::CModule`: in tch 0.24 it exposes `named_parameters` (aliases, so parameters can
+//! be moved) but no buffers, and a scripted BatchNorm's momentum is a TorchScript constant; so
+//! through `CModule` alone BatchNorm statistics can only be stale. [`ScriptModel`] is a small
+//! handle on the same `torch::jit::Module` (src/csrc/valley_op.cpp) that also exposes buffers.
+//!
+//! BatchNorm re-estimation without setting the momentum (exact up to float rounding): every BN
+//! layer's train-mode update is `r ← (1 − m)·r + m·s` (s the batch statistic; m its momentum, or
+//! `1/num_batches_tracked` when momentum is None). Once per model, m is measured on one batch:
+//! start from r = 0, then from r = 1 (with `num_batches_tracked` = 0); the two results differ by
+//! `1 − m`. Then for each batch: r ← 0, forward, `s = r/m`. The official `bn_update` result
+//! `Σ_b size_b·s_b / Σ_b size_b` is accumulated in float64 and written back.
+use super::model::{in_batch_norm_module, NamedTensor, ProbeModel};
+use crate::error::{Error, Result};
+use std::cell::RefCell;
+use std::ffi::{c_void, CStr, CString};
+use std::os::raw::{c_char, c_int};
+use std::path::{Path, PathBuf};
+use tch::{Kind, Tensor};
+use torch_sys::C_tensor;
+
+extern "C" {
+    fn asymvalley_valley_free_error(msg: *mut c_char);
+    fn asymvalley_jit_load(path: *const c_char, out: *mut *mut c_void) -> *mut c_char;
+    fn asymvalley_jit_free(module: *mut c_void);
+    fn asymvalley_jit_named(
+        module: *mut c_void,
+        buffers: c_int,
+        data: *mut c_void,
+        cb: extern "C" fn(*mut c_void, *const c_char, *mut C_tensor),
+    ) -> *mut c_char;
+    fn asymvalley_jit_forward(
+        module: *mut c_void,
+        input: *const C_tensor,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
+    fn asymvalley_jit_train(module: *mut c_void, on: c_int) -> *mut c_char;
+}
+
+/// Turns a C++ message (or NULL) into a `Result`, freeing the message.
+fn check(msg: *mut c_char, op: &'static str) -> Result<()> {
+    if msg.is_null() {
+        return Ok(());
+    }
+    // SAFETY: a non-NULL message is a malloc'ed NUL-terminated string owned by us now.
+    let text = unsafe { CStr::from_ptr(msg) }
+        .to_string_lossy()
+        .into_owned();
+    // SAFETY: freed once, with the matching free.
+    unsafe { asymvalley_valley_free_error(msg) };
+    Err(Error::Shim { op, msg: text })
+}
+
+extern "C" fn collect(data: *mut c_void, name: *const c_char, t: *mut C_tensor) {
+    // SAFETY: data is the &mut Vec passed by `named`, name a valid C string, and t a fresh
+    // `new at::Tensor` whose ownership passes to the Tensor.
+    unsafe {
+        let v = &mut *(data as *mut Vec<(String, Tensor)>);
+        let name = CStr::from_ptr(name).to_string_lossy().into_owned();
+        v.push((name, Tensor::from_ptr(t)));
+    }
+}
+
+/// A TorchScript module loaded from a file, in eval mode.
+#[derive(Debug)]
+pub struct ScriptModel {
+    ptr: *mut c_void,
+    path: PathBuf,
+    /// Measured BatchNorm momenta, one per layer (see the module docs), once measured.
+    momenta: RefCell<Option<Vec<f64>>>,
+}
+
+impl Drop for ScriptModel {
+    fn drop(&mut self) {
+        // SAFETY: ptr came from asymvalley_jit_load and is freed once.
+        unsafe { asymvalley_jit_free(self.ptr) }
+    }
+}
+
+struct BnLayer {
+    name: String,
+    mean: Tensor,
+    var: Tensor,
+    count: Option<Tensor>,
+}
+
+impl ScriptModel {
+    /// Loads `path` (a `torch.jit.save` file) and puts it in eval mode.
+    pub fn load(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "model file not found"),
+            ));
+        }
+        let c = CString::new(path.to_string_lossy().as_bytes())
+            .map_err(|_| Error::invalid("model", path.display(), "a path without NUL bytes"))?;
+        let mut ptr = std::ptr::null_mut();
+        // SAFETY: c is a valid C string; ptr receives a new module on success.
+        check(
+            unsafe { asymvalley_jit_load(c.as_ptr(), &mut ptr) },
+            "torch::jit::load",
+        )
+        .map_err(|e| Error::Data {
+            path: path.to_path_buf(),
+            reason: format!("not a loadable TorchScript model: {e}"),
+        })?;
+        Ok(ScriptModel {
+            ptr,
+            path: path.to_path_buf(),
+            momenta: RefCell::new(None),
+        })
+    }
+
+    /// The file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn named(&self, buffers: bool) -> Result<Vec<(String, Tensor)>> {
+        let mut v: Vec<(String, Tensor)> = Vec::new();
+        // SAFETY: ptr is a live module; collect pushes into v only during this call.
+        check(
+            unsafe {
+                asymvalley_jit_named(
+                    self.ptr,
+                    c_int::from(buffers),
+                    &mut v as *mut _ as *mut c_void,
+                    collect,
+                )
+            },
+            "named tensors",
+        )?;
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(v)
+    }
+
+    fn set_train(&self, on: bool) -> Result<()> {
+        // SAFETY: ptr is a live module.
+        check(
+            unsafe { asymvalley_jit_train(self.ptr, c_int::from(on)) },
+            "train",
+        )
+    }
+
+    fn forward_raw(&self, xs: &Tensor) -> Result<Tensor> {
+        let mut out = std::ptr::null_mut();
+        // SAFETY: ptr is a live module, xs a live tensor; out receives a new tensor on success.
+        check(
+            unsafe { asymvalley_jit_forward(self.ptr, xs.as_ptr(), &mut out) },
+            "the model's forward",
+        )
+        .map_err(|e| {
+            // TorchScript prefixes the cause with its interpreter traceback: keep the cause.
+            let text = e.to_string();
+            let cause = text
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or(&text);
+            Error::Data {
+                path: self.path.clone(),
+                reason: format!(
+                    "the model does not accept inputs of shape {:?} and dtype {:?}: {}",
+                    xs.size(),
+                    xs.kind(),
+                    cause.trim()
+                ),
+            }
+        })?;
+        // SAFETY: out is a fresh `new at::Tensor` whose ownership we take.
+        Ok(unsafe { Tensor::from_ptr(out) })
+    }
+
+    fn bn_layers(&self) -> Result<Vec<BnLayer>> {
+        let buffers = self.named(true)?;
+        let mut layers = Vec::new();
+        for (name, mean) in &buffers {
+            let Some(prefix) = name.strip_suffix("running_mean") else {
+                continue;
+            };
+            let find = |n: &str| {
+                buffers
+                    .iter()
+                    .find(|(b, _)| *b == format!("{prefix}{n}"))
+                    .map(|(_, t)| t.shallow_clone())
+            };
+            let var = find("running_var").ok_or_else(|| Error::MissingVariable {
+                name: format!("{prefix}running_var"),
+                missing_from: "the TorchScript model",
+            })?;
+            layers.push(BnLayer {
+                name: prefix.trim_end_matches('.').to_string(),
+                mean: mean.shallow_clone(),
+                var,
+                count: find("num_batches_tracked"),
+            });
+        }
+        Ok(layers)
+    }
+
+    /// Sets every layer's running stats to `value` and its counter to 0, then one train forward.
+    fn forward_from(&self, layers: &[BnLayer], xs: &Tensor, value: f64) -> Result<()> {
+        for l in layers {
+            let (mut m, mut v) = (l.mean.shallow_clone(), l.var.shallow_clone());
+            let _ = m.f_fill_(value)?;
+            let _ = v.f_fill_(value)?;
+            if let Some(c) = &l.count {
+                let _ = c.shallow_clone().f_zero_()?;
+            }
+        }
+        self.forward_raw(xs).map(|_| ())
+    }
+
+    /// Measures each layer's momentum (see the module docs); returns the forwards it ran.
+    fn measure_momenta(&self, layers: &[BnLayer], xs: &Tensor) -> Result<usize> {
+        if self.momenta.borrow().is_some() {
+            return Ok(0);
+        }
+        self.forward_from(layers, xs, 0.0)?;
+        let from0: Vec<Tensor> = layers
+            .iter()
+            .map(|l| l.mean.f_to_kind(Kind::Double))
+            .collect::<std::result::Result<_, _>>()?;
+        self.forward_from(layers, xs, 1.0)?;
+        let mut momenta = Vec::with_capacity(layers.len());
+        for (l, r0) in layers.iter().zip(&from0) {
+            let one_minus_m = l
+                .mean
+                .f_to_kind(Kind::Double)?
+                .f_sub(r0)?
+                .f_mean(Kind::Double)?
+                .f_double_value(&[])?;
+            let m = 1.0 - one_minus_m;
+            if !(m > 1e-6 && m <= 1.0 + 1e-6) {
+                return Err(Error::invalid(
+                    "batch-norm momentum",
+                    format!("{m} (layer `{}`)", l.name),
+                    "a momentum in (0, 1] (momentum 0 never updates running statistics)",
+                ));
+            }
+            momenta.push(m.min(1.0));
+        }
+        *self.momenta.borrow_mut() = Some(momenta);
+        Ok(2)
+    }
+}
+
+impl ProbeModel for ScriptModel {
+    fn parameters(&self) -> Result<Vec<NamedTensor>> {
+        let buffers: Vec<String> = self.named(true)?.into_iter().map(|(n, _)| n).collect();
+        Ok(self
+            .named(false)?
+            .into_iter()
+            .map(|(name, tensor)| NamedTensor {
+                batch_norm: in_batch_norm_module(&name, &buffers),
+                name,
+                tensor,
+            })
+            .collect())
+    }
+
+    fn buffers(&self) -> Result<Vec<NamedTensor>> {
+        Ok(self
+            .named(true)?
+            .into_iter()
+            .map(|(name, tensor)| NamedTensor {
+                batch_norm: true,
+                name,
+                tensor,
+            })
+            .collect())
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.forward_raw(xs)
+    }
+
+    fn reestimate_batch_norm(&self, inputs: &[Tensor]) -> Result<usize> {
+        let layers = self.bn_layers()?;
+        let Some(first) = inputs.first() else {
+            return Ok(0);
+        };
+        if layers.is_empty() {
+            return Ok(0);
+        }
+        let _guard = tch::no_grad_guard();
+        self.set_train(true)?;
+        let outcome = (|| -> Result<usize> {
+            let mut forwards = self.measure_momenta(&layers, first)?;
+            let momenta = self.momenta.borrow().clone().unwrap_or_default();
+            let mut acc: Vec<(Tensor, Tensor)> = Vec::with_capacity(layers.len());
+            for l in &layers {
+                acc.push((
+                    l.mean.f_zeros_like()?.f_to_kind(Kind::Double)?,
+                    l.var.f_zeros_like()?.f_to_kind(Kind::Double)?,
+                ));
+            }
+            let mut seen = 0i64;
+            for xs in inputs {
+                let b = xs.size().first().copied().unwrap_or(0);
+                self.forward_from(&layers, xs, 0.0)?;
+                forwards += 1;
+                for ((l, m), (am, av)) in layers.iter().zip(&momenta).zip(acc.iter_mut()) {
+                    // r = m·s from r = 0, so s = r/m; weight b (official bn_update).
+                    *am = am.f_add(&l.mean.f_to_kind(Kind::Double)?.f_mul_scalar(b as f64 / m)?)?;
+                    *av = av.f_add(&l.var.f_to_kind(Kind::Double)?.f_mul_scalar(b as f64 / m)?)?;
+                }
+                seen += b;
+            }
+            for (l, (am, av)) in layers.iter().zip(&acc) {
+                l.mean
+                    .shallow_clone()
+                    .f_copy_(&am.f_div_scalar(seen as f64)?)?;
+                l.var
+                    .shallow_clone()
+                    .f_copy_(&av.f_div_scalar(seen as f64)?)?;
+                if let Some(c) = &l.count {
+                    let _ = c.shallow_clone().f_fill_(inputs.len() as i64)?;
+                }
+            }
+            Ok(forwards)
+        })();
+        let back = self.set_train(false);
+        let n = outcome?;
+        back?;
+        Ok(n)
+    }
+}
+
+/// Reads `inputs_name` and `targets_name` from a safetensors file, with clear errors.
+pub fn load_data(path: &Path, inputs_name: &str, targets_name: &str) -> Result<(Tensor, Tensor)> {
+    if !path.is_file() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "data file not found"),
+        ));
+    }
+    let all = Tensor::read_safetensors(path).map_err(|e| Error::Data {
+        path: path.to_path_buf(),
+        reason: format!("not a readable safetensors file: {e}"),
+    })?;
+    let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+    let get = |want: &str, flag: &str| {
+        all.iter()
+            .find(|(n, _)| n == want)
+            .map(|(_, t)| t.shallow_clone())
+            .ok_or_else(|| Error::Data {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "tensor `{want}` is missing (the file holds {names:?}; name another with {flag})"
+                ),
+            })
+    };
+    Ok((
+        get(inputs_name, "--inputs")?,
+        get(targets_name, "--targets")?,
+    ))
+}
