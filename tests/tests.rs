@@ -7,9 +7,13 @@ mod average;
 mod batch_norm;
 /// Checkpoint/resume: bitwise resume, truncated or corrupted files refused, atomicity.
 mod checkpoint;
-/// The TorchScript op library from Rust: a PyTorch-saved module holding an Averager, via CModule.
-mod op_library;
 /// Bad input: named, valued, expected; nothing modified.
 mod errors;
+/// The TorchScript op library from Rust: a PyTorch-saved module holding an Averager, via CModule.
+mod op_library;
+/// The averaging theorems through the project's own SWA (SGD in tch on synthetic valleys).
+mod theorems_through_averager;
 /// The demo's training pieces: the train2.py schedule and SWA over a real training run.
 mod training;
+/// The asymmetric-valley detector on synthetic valleys with known answers, and the probe CLI.
+mod valley;
