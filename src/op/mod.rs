@@ -10,6 +10,13 @@
 //! Each function returns NULL on success or an error message that the caller must hand back to
 //! [`asymvalley_op_free_error`]; the shim rethrows it with `TORCH_CHECK`, which Python sees as a
 //! `RuntimeError`.
+//!
+//! Hot path: `swa_update_` / `ema_update_` / `Averager.update` first run `quick_update_ok` in the
+//! shim, a tight C++ loop over the checks of [`check_update`] on the live tensors (about a tenth
+//! of the cost of building descriptions for this module: no device strings, no size vectors).
+//! It may only accept calls that [`check_update`] accepts; anything it is unsure of comes here,
+//! and this module stays the one place that decides and words every error. A change to
+//! [`check_update`] or [`check`] that rejects more must be mirrored there.
 pub mod check;
 
 use crate::average::{Action, AveragerConfig, EmaConfig, Rule, Warmup};

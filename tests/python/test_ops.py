@@ -49,6 +49,26 @@ def test_ops_match_torch_formulas():
         torch.testing.assert_close(a, b)
 
 
+def test_mixed_dtype_groups_match_the_widened_reference():
+    """avg fp32/fp64/bf16 with params bf16/fp64/fp16/bf16/fp32: regrouped by dtype, converted by
+    one _foreach_copy_ per group; the first call copies (converting), later ones lerp exactly like
+    lerping the widened params."""
+    g = torch.Generator().manual_seed(7)
+    dtypes = [(torch.float32, torch.bfloat16), (torch.float64, torch.float64),
+              (torch.float32, torch.float16), (torch.bfloat16, torch.bfloat16), (torch.float32, torch.float32)]
+    avg = [torch.randn(3, 2, generator=g).to(a) for a, _ in dtypes]
+    n = torch.tensor(0)
+    for step in range(3):
+        params = [torch.randn(3, 2, generator=g).to(p) for _, p in dtypes]
+        ref = [a.clone() for a in avg]
+        OPS.ema_update_(avg, params, n, 0.75)
+        for r, p in zip(ref, params):
+            r.copy_(p) if step == 0 else r.lerp_(p.to(r.dtype), 0.25)
+        for a, r in zip(avg, ref):
+            assert a.dtype == r.dtype and torch.equal(a, r)
+    assert int(n) == 3
+
+
 def test_torch_compile_fullgraph_inductor_cpu():
     avg, params = lists(n=2)
     ref = [a.clone() for a in avg]

@@ -7,6 +7,12 @@ from torch.optim import swa_utils
 import asymvalley
 
 
+def int_follows_model(sd, model_sd, key):
+    """The documented rule for integer tensors (num_batches_tracked): copied from the model.
+    PyTorch instead truncates a float average on the CPU and raises on CUDA (SWA)."""
+    assert torch.equal(sd[key], model_sd[key.removeprefix("module.")]), key
+
+
 def close(rule, got, want, key):
     """EMA and non-float tensors: equal. SWA floats: equal to a few ulps (see below)."""
     if rule == "ema" or not want.is_floating_point():
@@ -48,7 +54,7 @@ def run_pair(rule, dtype, use_buffers, steps=6, seed=0):
         ref_model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in model.state_dict().items()})
         ours.update_parameters(model)
         ref.update_parameters(ref_model)
-    return ours, ref
+    return ours, ref, model
 
 
 @pytest.mark.parametrize("rule", ["swa", "ema"])
@@ -67,11 +73,13 @@ def test_averaged_model_equals_swa_utils(rule, dtype, use_buffers):
         perturb(model, gen)
         ours.update_parameters(model)
         ref.update_parameters(model)
-    a, b = ours.state_dict(), ref.state_dict()
+    a, b, msd = ours.state_dict(), ref.state_dict(), model.state_dict()
     assert a.keys() == b.keys()
     for k in b:
         assert a[k].dtype == b[k].dtype, k
-        if rule == "ema" or not a[k].is_floating_point():
+        if not a[k].is_floating_point() and k != "n_averaged":
+            int_follows_model(a, msd, k)
+        elif rule == "ema" or not a[k].is_floating_point():
             assert torch.equal(a[k], b[k]), k
         else:
             torch.testing.assert_close(a[k], b[k], rtol=4 * torch.finfo(dtype).eps, atol=4 * torch.finfo(dtype).eps)
@@ -80,8 +88,8 @@ def test_averaged_model_equals_swa_utils(rule, dtype, use_buffers):
 @pytest.mark.parametrize("rule", ["swa", "ema"])
 @pytest.mark.parametrize("use_buffers", [False, True])
 def test_bf16_model_is_averaged_in_fp32_like_an_fp32_reference(rule, use_buffers):
-    ours, ref = run_pair(rule, torch.bfloat16, use_buffers)
-    a, b = ours.state_dict(), ref.state_dict()
+    ours, ref, model = run_pair(rule, torch.bfloat16, use_buffers)
+    a, b, msd = ours.state_dict(), ref.state_dict(), model.state_dict()
     assert a.keys() == b.keys()
     for k in b:
         if b[k].is_floating_point():
@@ -91,6 +99,8 @@ def test_bf16_model_is_averaged_in_fp32_like_an_fp32_reference(rule, use_buffers
             else:
                 assert a[k].dtype == torch.float32, k  # fp32 masters under the usual keys
                 close(rule, a[k], b[k], k)
+        elif k != "n_averaged":
+            int_follows_model(a, msd, k)
         else:
             assert torch.equal(a[k], b[k]), k
     # The module itself stays bf16 (forward takes bf16 inputs) and holds the rounded masters.
@@ -137,16 +147,19 @@ def test_state_dict_cross_loads_both_ways_and_continues(rule):
         perturb(model, gen)
         for m in (ours, ref, ours_from_ref, ref_from_ours):
             m.update_parameters(model)
-    want = ref.state_dict()
+    want, msd = ref.state_dict(), model.state_dict()
     for m in (ours, ours_from_ref, ref_from_ours):
         got = m.state_dict()
         for k in want:
-            close(rule, got[k], want[k], k)
+            if want[k].is_floating_point() or k == "n_averaged":
+                close(rule, got[k], want[k], k)
+            elif m is not ref_from_ours:  # PyTorch's class keeps its own integer rule
+                int_follows_model(got, msd, k)
     assert int(ours_from_ref.n_averaged) == 6
 
 
 def test_bf16_state_dict_round_trip_keeps_the_fp32_average():
-    ours, ref = run_pair("ema", torch.bfloat16, False, steps=4)
+    ours, ref, _ = run_pair("ema", torch.bfloat16, False, steps=4)
     again = asymvalley.AveragedModel(net(torch.bfloat16), multi_avg_fn=swa_utils.get_ema_multi_avg_fn(0.9))
     again.load_state_dict(ours.state_dict())
     for k, v in ours.state_dict().items():
@@ -182,3 +195,65 @@ def test_modules_that_cannot_be_deepcopied_are_rebuilt():
         x = torch.randn(2, 4)
         assert torch.equal(ours(x), m(x))
         assert torch.equal(clone(x), clone(x))
+
+
+@pytest.mark.parametrize("rule", ["swa", "ema"])
+def test_integer_buffers_follow_the_model_with_use_buffers(rule):
+    """use_buffers=True: floats are averaged exactly like swa_utils; num_batches_tracked is copied
+    from the model at every update (timm/ema-pytorch), where PyTorch truncates a float average
+    on the CPU (and its SWA raises on CUDA: `_foreach_addcdiv_` on int64)."""
+    torch.manual_seed(4)
+    gen = torch.Generator().manual_seed(4)
+    model = net()
+    fn = swa_utils.get_ema_multi_avg_fn(0.9) if rule == "ema" else None
+    ours = asymvalley.AveragedModel(model, multi_avg_fn=fn, use_buffers=True)
+    ref = swa_utils.AveragedModel(model, multi_avg_fn=fn, use_buffers=True)
+    for step in range(1, 6):
+        perturb(model, gen)
+        ours.update_parameters(model)
+        ref.update_parameters(model)
+        a, b, msd = ours.state_dict(), ref.state_dict(), model.state_dict()
+        for k in b:
+            if b[k].is_floating_point() or k == "n_averaged":
+                close(rule, a[k], b[k], k)
+            else:
+                int_follows_model(a, msd, k)
+                assert int(a[k]) == step  # one training forward per step
+    assert int(ref.state_dict()["module.1.num_batches_tracked"]) < 5  # PyTorch's truncation
+
+
+def test_cached_plan_follows_replaced_and_reassigned_tensors():
+    """The lists are reused between calls, but a replaced parameter, a `.data =` assignment and
+    a replaced buffer are all seen; the cache is not deep-copied with the module."""
+    import copy
+
+    gen = torch.Generator().manual_seed(5)
+    model = net()
+    ours = asymvalley.AveragedModel(model, use_buffers=True)
+    ref = swa_utils.AveragedModel(model, use_buffers=True)
+
+    def step():
+        perturb(model, gen)
+        ours.update_parameters(model)
+        ref.update_parameters(model)
+
+    step()
+    step()
+    model[0].weight = nn.Parameter(torch.randn(5, 7, generator=gen))  # a new object
+    step()
+    model[3].bias.data = torch.randn(3, generator=gen)  # same object, new storage
+    step()
+    model[1].running_mean = torch.randn(5, generator=gen)  # a buffer replaced
+    step()
+    a, b, msd = ours.state_dict(), ref.state_dict(), model.state_dict()
+    for k in b:
+        if b[k].is_floating_point() or k == "n_averaged":
+            close("swa", a[k], b[k], k)
+        else:
+            int_follows_model(a, msd, k)
+    twin = copy.deepcopy(ours)
+    assert twin._plan is None and ours._plan is not None
+    twin.update_parameters(model)
+    ours.update_parameters(model)
+    for k, v in ours.state_dict().items():
+        assert torch.equal(twin.state_dict()[k], v), k

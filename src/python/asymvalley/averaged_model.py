@@ -15,12 +15,27 @@ Same constructor, ``update_parameters``, ``forward`` and ``state_dict`` keys (``
 - The module is deep-copied when it can be; a module that cannot (``weight_norm`` after a forward
   pass, ``parametrize``, pytorch#28594 / #69413) is rebuilt from its structure and state instead.
 - Sharded parameters (DTensor, FSDP2): each rank averages its local shard; nothing is gathered.
+- Integer tensors averaged with ``use_buffers=True`` (BatchNorm's ``num_batches_tracked``) are
+  copied from the model at every update, as timm's ``ModelEmaV3`` and ``ema-pytorch`` do: a
+  count of batches has no meaningful average. This is a deliberate difference: PyTorch's SWA runs
+  ``_foreach_addcdiv_`` on them and raises on CUDA ("Integer division with addcdiv is no longer
+  supported"), and on the CPU (and for EMA everywhere) computes a float average and truncates it
+  into the integer buffer (an EMA count then never moves). Floating tensors are unaffected.
+- ``update_parameters`` is host-cheap: what it passes to the op (the tensor lists, which source
+  needs a device move, which buffers are copied) is worked out once per model and reused while
+  every parameter, buffer and submodule of both modules is the same object as before (checked
+  each call by identity, at C speed); anything replaced (``module.weight = Parameter(...)``,
+  ``.to()`` replacing buffers, ``load_state_dict(assign=True)``, a new submodule) rebuilds it.
+  Tensors are passed as the objects themselves, so ``param.data = ...`` is followed too; if the
+  op then rejects the stale lists (say, a model moved to another device with ``.data``), the
+  plan is rebuilt and the update retried once. DTensor models rebuild it on every call.
 """
 from __future__ import annotations
 
 import copy
 import inspect
 import itertools
+import operator
 from typing import Any, Callable
 
 import torch
@@ -48,6 +63,10 @@ def _rule(avg_fn: Callable | None, multi_avg_fn: Callable | None) -> tuple[str, 
         if 0.0 < float(decay) < 1.0:
             return "ema", float(decay)
     return "custom", None
+
+
+def _is_sharded(t: Tensor) -> bool:
+    return callable(getattr(t, "to_local", None))
 
 
 def _local(t: Tensor) -> Tensor:
@@ -99,6 +118,36 @@ def _rebuild(m: nn.Module, memo: dict[int, Any]) -> nn.Module:
     state["_modules"] = {k: None if s is None else _rebuild(s, memo) for k, s in m._modules.items()}
     object.__setattr__(new, "__dict__", state)
     return new
+
+
+class _Plan:
+    """What one ``update_parameters(model)`` call passes where, reused while nothing changed.
+
+    ``current()`` compares every value of every ``_parameters`` / ``_buffers`` / ``_modules`` dict
+    of both module trees with the objects seen when the plan was built, by identity; the lists
+    hold strong references, so an id is never reused while the plan lives.
+    """
+
+    __slots__ = (
+        "model", "dicts", "seen", "avg", "src", "fix", "halves", "masters", "copy_dst",
+        "copy_src", "other_dst", "other_src", "counter", "signature", "reusable",
+    )
+
+    def current(self) -> bool:
+        if not self.reusable:
+            return False
+        now = list(itertools.chain.from_iterable(map(dict.values, self.dicts)))
+        seen = self.seen
+        return len(now) == len(seen) and all(map(operator.is_, now, seen))
+
+    def sources(self) -> list[Tensor]:
+        """The params to pass, with those on another device than their average moved there."""
+        if not self.fix:
+            return self.src
+        src = list(self.src)
+        for k, s, device in self.fix:
+            src[k] = s.detach().to(device)
+        return src
 
 
 class AveragedModel(nn.Module):
@@ -163,6 +212,14 @@ class AveragedModel(nn.Module):
         """Runs the averaged module."""
         return self.module(*args, **kwargs)
 
+    # Never pickled or deep-copied (it references the source model's tensors); rebuilt on use.
+    _plan: _Plan | None = None
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_plan", None)
+        return state
+
     @torch.no_grad()
     def update_parameters(self, model: nn.Module) -> None:
         """Averages ``model`` into this one (the first call copies); never syncs the device."""
@@ -170,52 +227,98 @@ class AveragedModel(nn.Module):
             swa_utils.AveragedModel.update_parameters(self, model)  # PyTorch's own path
             self._n_host.fill_(self._n_host.item() + 1)
             return
+        plan = self._plan
+        fresh = plan is None or plan.model is not model or not plan.current()
+        if fresh:
+            plan = self._make_plan(model)
+        self._run(plan, model, fresh)
+
+    def _make_plan(self, model: nn.Module) -> _Plan:
+        """Pairs our tensors with the model's (``zip``, like PyTorch) and sorts them into: floats
+        averaged by the op (half-precision ones through their fp32 masters), integer tensors
+        copied, other dtypes (complex) left to PyTorch's function, and (``use_buffers=False``)
+        buffers copied from the model."""
+        plan = _Plan()
+        plan.model = model
+        mods = list(self.modules()) + list(model.modules())
+        plan.dicts = [d for m in mods for d in (m._parameters, m._buffers, m._modules)]
+        plan.reusable = all(isinstance(d, dict) for d in plan.dicts)
+        plan.seen = (
+            list(itertools.chain.from_iterable(map(dict.values, plan.dicts))) if plan.reusable else []
+        )
         mine = [t for _, t in self._averaged_named()]
         theirs = list(itertools.chain(model.parameters(), model.buffers() if self.use_buffers else ()))
-        n = int(self._n_host.item())  # a CPU tensor: no device sync
-        avg_f, src_f, avg_i, src_i, halves = [], [], [], [], []
+        sharded = any(map(_is_sharded, itertools.chain(mine, theirs)))
+        if sharded:  # DTensor: to_local() is a fresh tensor each time, so never reuse the lists
+            plan.reusable = False
+        fix_local = _local if sharded else (lambda t: t)
+        plan.avg, plan.src, plan.fix = [], [], []
+        plan.halves, plan.masters = [], []
+        plan.copy_dst, plan.copy_src, plan.other_dst, plan.other_src = [], [], [], []
         for i, (a, s) in enumerate(zip(mine, theirs)):
-            a_local = _local(a)
-            s_local = _local(s)
-            if s_local.device != a_local.device:
-                s_local = s_local.to(a_local.device)
+            a_t, s_t = fix_local(a), fix_local(s)
             if a.dtype in _FLOAT:
-                key = f"_avg32_{i}" if i in self._master_index else None
-                if key is not None:
-                    master = getattr(self, key)
-                    halves.append((a_local, master))
-                    a_local = master
-                avg_f.append(a_local)
-                src_f.append(s_local)
-            else:
-                avg_i.append(a_local)
-                src_i.append(s_local)
-        if avg_i:
-            self._average_non_float(avg_i, src_i, n)
-        if avg_f:
-            if self._rule == "swa":
-                torch.ops.asymvalley.swa_update_(avg_f, src_f, self._n_host)
-            else:
-                torch.ops.asymvalley.ema_update_(avg_f, src_f, self._n_host, self._decay)
-        else:
-            self._n_host.add_(1)
-        if halves:
-            torch._foreach_copy_([h for h, _ in halves], [m for _, m in halves])
+                if i in self._master_index:
+                    master = getattr(self, f"_avg32_{i}")
+                    plan.halves.append(a_t)
+                    plan.masters.append(master)
+                    a_t = master
+                if s_t.device != a_t.device:
+                    plan.fix.append((len(plan.src), s_t, a_t.device))
+                plan.avg.append(a_t)
+                plan.src.append(s_t)
+            elif a.is_floating_point() or a.is_complex():
+                plan.other_dst.append(a_t)
+                plan.other_src.append(s_t)  # moved to a_t's device per call, in _average_other
+            else:  # integer / bool: copied from the model (see the module docstring)
+                plan.copy_dst.append(a_t)
+                plan.copy_src.append(s_t)
         if not self.use_buffers:
             # Like PyTorch (pytorch#84053): buffers follow the model.
             for b_swa, b_model in zip(self.module.buffers(), model.buffers()):
-                b_swa.detach().copy_(b_model.detach().to(b_swa.device))
-        self.n_averaged.add_(1)  # the device mirror for the state_dict: an async add, no sync
+                plan.copy_dst.append(fix_local(b_swa))
+                plan.copy_src.append(fix_local(b_model))
+        plan.counter = self.n_averaged
+        plan.signature = (
+            len(plan.avg), tuple((k, d) for k, _, d in plan.fix), len(plan.halves),
+            len(plan.copy_dst), len(plan.other_dst), sharded,
+        )
+        self._plan = plan
+        return plan
 
-    def _average_non_float(self, avg: list[Tensor], src: list[Tensor], n: int) -> None:
-        """Integer tensors (``num_batches_tracked`` with ``use_buffers=True``) take PyTorch's own
-        code, so they end up exactly as PyTorch leaves them."""
+    def _run(self, plan: _Plan, model: nn.Module, fresh: bool) -> None:
+        n = int(self._n_host.item()) if plan.other_dst else 0  # a CPU tensor: no device sync
+        if plan.avg:
+            try:
+                if self._rule == "swa":
+                    torch.ops.asymvalley.swa_update_(plan.avg, plan.sources(), self._n_host)
+                else:
+                    torch.ops.asymvalley.ema_update_(plan.avg, plan.sources(), self._n_host, self._decay)
+            except RuntimeError:
+                # The op validates before it writes anything, so a reused plan made stale in a
+                # way identity cannot see (a tensor moved to another device with `.data =`)
+                # may be rebuilt and the update retried, once, if the rebuild changes anything.
+                if fresh:
+                    raise
+                rebuilt = self._make_plan(model)
+                if rebuilt.signature == plan.signature:
+                    raise
+                return self._run(rebuilt, model, True)
+        else:
+            self._n_host.add_(1)
+        if plan.halves:
+            torch._foreach_copy_(plan.halves, plan.masters)
+        if plan.copy_dst:
+            torch._foreach_copy_(plan.copy_dst, plan.copy_src)
+        if plan.other_dst:
+            self._average_other(plan.other_dst, plan.other_src, n)
+        plan.counter.add_(1)  # n_averaged, the device mirror for the state_dict: an async add
+
+    def _average_other(self, avg: list[Tensor], src: list[Tensor], n: int) -> None:
+        """Floating dtypes the op does not take (complex) go through PyTorch's own function."""
         if n == 0:
-            for a, s in zip(avg, src):
-                a.copy_(s)
+            torch._foreach_copy_(avg, src)  # copies across devices itself
             return
-        from torch.utils._foreach_utils import _get_foreach_kernels_supported_devices
-
         fn = (
             swa_utils.get_swa_multi_avg_fn()
             if self._rule == "swa"
@@ -225,15 +328,9 @@ class AveragedModel(nn.Module):
         for a, s in zip(avg, src):
             g = groups.setdefault((a.device, a.dtype), ([], []))
             g[0].append(a)
-            g[1].append(s)
+            g[1].append(s.detach().to(a.device))
         for (device, _), (a_list, s_list) in groups.items():
-            n_dev = self.n_averaged.to(device)
-            if self._rule == "swa" and device.type not in _get_foreach_kernels_supported_devices():
-                swa = swa_utils.get_swa_avg_fn()  # PyTorch's per-tensor fallback (CPU)
-                for a, s in zip(a_list, s_list):
-                    a.copy_(swa(a, s, n_dev))
-            else:
-                fn(a_list, s_list, n_dev)
+            fn(a_list, s_list, torch.tensor(n, device=device))
 
     # -- state_dict: fp32 masters under the usual keys --------------------------------------
     @staticmethod
