@@ -18,8 +18,8 @@ use crate::data::Digits;
 use crate::error::{Error, Result};
 use crate::experiment::markdown::{write_report, DemoReport};
 use crate::experiment::{
-    biased_solutions, bn_update, evaluate_both, line_study, line_valley, probe_random, restore,
-    sgd_after_swa, shift_estimates, snapshot, swa_solution, DirectionStudy, ProbeSettings,
+    biased_solutions, bn_update, evaluate_both, line_point, line_study, line_valley, probe_random,
+    restore, sgd_after_swa, shift_estimates, snapshot, swa_solution, DirectionStudy, ProbeSettings,
 };
 use crate::model::{DigitsNet, DigitsNetConfig};
 use crate::train::{train_sgd_swa, SgdConfig, SwaSchedule};
@@ -50,23 +50,34 @@ pub struct DemoArgs {
     /// The epoch from whose end SWA averages.
     #[arg(long, default_value_t = 34)]
     pub swa_start: usize,
-    /// Initial learning rate.
-    #[arg(long, default_value_t = 0.1)]
+    /// Initial learning rate of the BatchNorm network. The official ratios are kept
+    /// (swa_lr = lr_init/2, restart rate = lr_init/100); the absolute rate is raised from 0.1 to
+    /// 1.0 because at 0.1 this BN-MLP's SWA phase is so quiet that SWA already sits at the
+    /// bottom of the training valley: SGD restarted from it never lowers its running train loss
+    /// below SWA's (eval-mode) train loss, so `sgd_after_swa.py`'s rule never fires (seeds 0–4,
+    /// rates 0.1–0.8, batches 64–256, weight decay 3e-4–3e-2 tried; see report.md §2). The
+    /// hidden layers are scale-invariant under BN, so the absolute rate only sets their effective
+    /// step size lr/‖w‖².
+    #[arg(long, default_value_t = 1.0)]
     pub lr_init: f64,
-    /// Constant learning rate during SWA.
-    #[arg(long, default_value_t = 0.05)]
+    /// Constant learning rate during SWA (official: lr_init/2).
+    #[arg(long, default_value_t = 0.5)]
     pub swa_lr: f64,
+    /// Initial learning rate of the network without BatchNorm (diverges at 0.5 and above; its
+    /// SWA rate is plain_lr_init·swa_lr/lr_init, the same ratio).
+    #[arg(long, default_value_t = 0.1)]
+    pub plain_lr_init: f64,
     /// Weight decay (official 3e-4 for CIFAR; 3e-3 keeps this tiny problem's train loss off 0).
     #[arg(long, default_value_t = 3e-3)]
     pub weight_decay: f64,
     /// Mini-batch size.
     #[arg(long, default_value_t = 64)]
     pub batch: i64,
-    /// Constant learning rate of SGD restarted from SWA (official: lr_init/100).
+    /// Constant learning rate of SGD restarted from SWA (official: lr_set = 0.001 = lr_init/100).
     #[arg(long, default_value_t = 0.01)]
     pub after_lr: f64,
-    /// At most this many epochs of SGD after SWA.
-    #[arg(long, default_value_t = 40)]
+    /// At most this many epochs of SGD after SWA (official: 50).
+    #[arg(long, default_value_t = 50)]
     pub after_epochs: usize,
     /// Grid points per unit of t on the SWA→SGD line (official: 40).
     #[arg(long, default_value_t = 10)]
@@ -80,6 +91,9 @@ pub struct DemoArgs {
     /// Points per random-direction profile.
     #[arg(long, default_value_t = 17)]
     pub points: usize,
+    /// Hidden widths of the MLP (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "128,64")]
+    pub hidden: Vec<i64>,
     /// Batches of the cheap BatchNorm re-estimation.
     #[arg(long, default_value_t = 4)]
     pub cheap_k: usize,
@@ -129,6 +143,7 @@ fn train(
     let vs = VarStore::new(Device::Cpu);
     let config = DigitsNetConfig {
         batch_norm,
+        hidden: args.hidden.clone(),
         ..DigitsNetConfig::default()
     };
     let net = DigitsNet::new(&vs.root(), &config)?;
@@ -167,6 +182,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
         epochs: args.epochs,
         swa: true,
     };
+    // The network without BatchNorm: the same schedule shape at its own (stable) rate.
+    let plain_schedule = SwaSchedule {
+        lr_init: args.plain_lr_init,
+        swa_lr: args.swa_lr * args.plain_lr_init / args.lr_init,
+        ..schedule
+    };
     let sgd = SgdConfig {
         momentum: 0.9,
         weight_decay: args.weight_decay,
@@ -177,14 +198,14 @@ pub fn run(args: DemoArgs) -> Result<()> {
         "asymvalley demo: digits ({} train / {} test), MLP {:?} with and without BatchNorm, SGD {} epochs, SWA from epoch {}",
         data.train.len(),
         data.test.len(),
-        DigitsNetConfig::default().hidden,
+        args.hidden,
         args.epochs,
         args.swa_start
     );
 
     // 1. SGD + SWA, with and without BatchNorm.
     let mut bn = train(&args, &data, true, &schedule, &sgd)?;
-    let plain = train(&args, &data, false, &schedule, &sgd)?;
+    let plain = train(&args, &data, false, &plain_schedule, &sgd)?;
     println!(
         "{:<10} {:>11} {:>10} {:>11} {:>10}",
         "", "train loss", "train acc", "test loss", "test acc"
@@ -230,6 +251,29 @@ pub fn run(args: DemoArgs) -> Result<()> {
         },
     )?;
     bar.finish();
+    println!(
+        "SGD after SWA at lr {} (rule: running train loss < SWA's {:.4} and test loss > SWA's {:.4}):",
+        args.after_lr, bn.swa.train.loss, bn.swa.test.loss
+    );
+    for e in &after {
+        println!(
+            "  epoch {:>2}: train {:.4} ({}) test {:.4} ({}){}",
+            e.epoch + 1,
+            e.train.loss,
+            if e.train.loss < bn.swa.train.loss {
+                "<"
+            } else {
+                ">="
+            },
+            e.test.loss,
+            if e.test.loss > bn.swa.test.loss {
+                ">"
+            } else {
+                "<="
+            },
+            if e.selected { "  selected" } else { "" }
+        );
+    }
     let after_weights = snapshot(&bn.vs)?;
     bn_update(&bn.net, &data.train, args.batch, args.seed)?;
     let after_result = evaluate_both(&bn.net, &data, args.batch)?;
@@ -329,11 +373,31 @@ pub fn run(args: DemoArgs) -> Result<()> {
         args.batch,
         args.seed,
     )?;
+    // The theorem-optimal point itself, t = t_min + c* on the line (it may lie between SWA and
+    // SGD, where no β ≥ 0 reaches it).
+    let c_star_point = match bias {
+        Some(b) => {
+            let t = t_min + b.c_star;
+            let res = line_point(
+                &bn.vs,
+                &bn.net,
+                &swa_weights,
+                &after_weights,
+                t,
+                &data,
+                args.batch,
+                args.seed,
+            )?;
+            Some((t, res))
+        }
+        None => None,
+    };
 
     let report = DemoReport {
         seed: args.seed,
         args: format!("{args:?}"),
         schedule,
+        plain_schedule,
         sgd,
         network: bn.config.clone(),
         swa_snapshots: bn.averager.n_averaged(),
@@ -342,6 +406,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         sgd_plain: plain.sgd,
         swa_plain: plain.swa,
         after_lr: args.after_lr,
+        after_max_epochs: args.after_epochs,
         after_epochs: after,
         after_result,
         line,
@@ -352,14 +417,17 @@ pub fn run(args: DemoArgs) -> Result<()> {
         whole_shift,
         bias,
         c_star_beta,
+        c_star_point,
         biased,
-        seconds: 0.0,
     };
-    let mut report = report;
-    report.seconds = started.elapsed().as_secs_f64();
     let md = write_report(&args.out, &report)?;
     crate::valley::report::write_json(&args.out.join("report.json"), &report)?;
-    println!("report: {} ({:.1} s)", md.display(), report.seconds);
+    // The wall time goes to stdout only, so that the same seed gives a byte-identical report.
+    println!(
+        "report: {} ({:.1} s)",
+        md.display(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

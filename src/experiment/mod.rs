@@ -520,6 +520,40 @@ pub fn biased_solutions<N: Network>(
     Ok(out)
 }
 
+/// Train and test results at the point `w_swa + t·(w_sgd − w_swa)` of the line (any real `t`,
+/// so also between SWA and SGD, where `w̄ + β(w̄ − w_sgd)` would need β < 0), BN re-estimated.
+#[allow(clippy::too_many_arguments)]
+pub fn line_point<N: Network>(
+    vs: &VarStore,
+    net: &N,
+    swa: &[Tensor],
+    sgd: &[Tensor],
+    t: f64,
+    data: &Digits,
+    batch: i64,
+    seed: u64,
+) -> Result<SolutionResult> {
+    if swa.len() != sgd.len() {
+        return Err(Error::LengthMismatch {
+            op: "line_point",
+            expected_name: "SWA weights",
+            expected: swa.len(),
+            name: "SGD weights",
+            got: sgd.len(),
+        });
+    }
+    let point = {
+        let _guard = tch::no_grad_guard();
+        swa.iter()
+            .zip(sgd)
+            .map(|(a, b)| Ok(a.f_add(&b.f_sub(a)?.f_mul_scalar(t)?)?))
+            .collect::<Result<Vec<Tensor>>>()?
+    };
+    restore(vs, &point)?;
+    bn_update(net, &data.train, batch, seed)?;
+    evaluate_both(net, data, batch)
+}
+
 /// Directions whose class, rise ratio and interval are shown in the report, most asymmetric first.
 pub fn most_asymmetric(study: &DirectionStudy, n: usize) -> Vec<&DirectionReport> {
     let mut v: Vec<&DirectionReport> = study.directions.iter().collect();
