@@ -229,7 +229,10 @@ pub fn profile(
     }
     let _guard = tch::no_grad_guard();
     let mut origin = Vec::with_capacity(params.len());
-    let mut steps = Vec::with_capacity(params.len());
+    // The far end w0 + d of the unit step: each point is then one fused `lerp` pass
+    // (read w0 and w0 + d, write w), with no temporaries, so probing costs little beyond the
+    // model evaluations themselves.
+    let mut far_ends = Vec::with_capacity(params.len());
     for (p, d) in params.iter().zip(&direction.tensors) {
         if p.tensor.size() != d.size() {
             return Err(Error::Mismatch {
@@ -239,11 +242,9 @@ pub fn profile(
                 expected: format!("{:?}", p.tensor.size()),
             });
         }
-        origin.push(p.tensor.f_detach_copy()?);
-        steps.push(
-            d.f_to_kind(p.tensor.kind())?
-                .f_to_device(p.tensor.device())?,
-        );
+        let o = p.tensor.f_detach_copy()?;
+        far_ends.push(o.f_add(&d.f_to_kind(p.tensor.kind())?.f_to_device(p.tensor.device())?)?);
+        origin.push(o);
     }
     let mut targets: Vec<Tensor> = params.iter().map(|p| p.tensor.shallow_clone()).collect();
     let mut saved: Vec<Tensor> = origin.iter().map(|t| t.shallow_clone()).collect();
@@ -267,10 +268,11 @@ pub fn profile(
         .collect();
     let mut cost = ProfileCost::default();
     for (i, &t) in offsets.iter().enumerate() {
-        for ((p, o), d) in params.iter().zip(&origin).zip(&steps) {
-            // w = w0 + t·d, from the saved origin: exact at t = 0, no accumulated error.
-            let mut dst = p.tensor.shallow_clone();
-            dst.f_copy_(&o.f_add(&d.f_mul_scalar(t)?)?)?;
+        for ((p, o), far) in params.iter().zip(&origin).zip(&far_ends) {
+            // w = lerp(w0, w0 + d, t) = w0 + t·d, from the saved origin: exactly w0 at t = 0
+            // (ATen's lerp returns its start for weight 0), no error accumulated along the grid.
+            let dst = p.tensor.shallow_clone();
+            o.f_lerp_scalar_out(&dst, far, t)?;
         }
         if bn.mode != BnMode::Stale {
             cost.bn_forwards += model.reestimate_batch_norm(&bn.inputs)?;
