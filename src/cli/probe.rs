@@ -231,21 +231,7 @@ pub fn run(args: ProbeArgs) -> Result<()> {
             (Some(s), Some(fit)) => optimal_bias(fit, args.shift_law, s).ok(),
             _ => None,
         };
-        reports.push(DirectionReport {
-            index: i,
-            kind: d.kind.clone(),
-            seed: d.seed,
-            params: d.subset.clone(),
-            moved: d.moved,
-            norm: d.norm,
-            sign_consistency: d.sign_consistency(&params)?,
-            rise_ratio: asym.rise_ratio,
-            flat_side: asym.flat_side,
-            class: asym.class,
-            asymmetry: asym,
-            bias,
-            profile: prof,
-        });
+        reports.push(DirectionReport::new(i, d, &params, asym, bias, prof)?);
     }
     bar.finish_and_clear();
 

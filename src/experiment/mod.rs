@@ -199,21 +199,7 @@ pub fn probe_random<N: Network>(
         let mut cfg = config.clone();
         cfg.seed = seed;
         let asym = analyze(&prof.offsets, &prof.loss, Some(&prof.per_example), &cfg)?;
-        out.push(DirectionReport {
-            index: i,
-            kind: d.kind.clone(),
-            seed,
-            params: d.subset.clone(),
-            moved: d.moved,
-            norm: d.norm,
-            sign_consistency: d.sign_consistency(&params)?,
-            rise_ratio: asym.rise_ratio,
-            flat_side: asym.flat_side,
-            class: asym.class,
-            asymmetry: asym,
-            bias: None,
-            profile: prof,
-        });
+        out.push(DirectionReport::new(i, &d, &params, asym, None, prof)?);
     }
     Ok((out, cost))
 }

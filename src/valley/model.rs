@@ -163,10 +163,39 @@ impl ProbeData {
 /// Probing writes `w + t·d` into [`parameters`](Self::parameters) (aliases) and may rewrite the
 /// BatchNorm buffers; [`crate::valley::profile`] saves both before and restores them after.
 pub trait ProbeModel {
-    /// The trainable parameters, sorted by name (aliases into the model).
-    fn parameters(&self) -> Result<Vec<NamedTensor>>;
-    /// The buffers (BatchNorm running statistics and counters), sorted by name (aliases).
-    fn buffers(&self) -> Result<Vec<NamedTensor>>;
+    /// The model's tensors sorted by name (aliases into the model): its trainable parameters
+    /// when `buffers` is false, its buffers (BatchNorm running statistics and counters) when true.
+    fn named_tensors(&self, buffers: bool) -> Result<Vec<(String, Tensor)>>;
+    /// The trainable parameters, sorted by name, each tagged with whether it sits in a
+    /// BatchNorm module (one that also holds a `running_mean` buffer).
+    fn parameters(&self) -> Result<Vec<NamedTensor>> {
+        let buffers: Vec<String> = self
+            .named_tensors(true)?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        Ok(self
+            .named_tensors(false)?
+            .into_iter()
+            .map(|(name, tensor)| NamedTensor {
+                batch_norm: in_batch_norm_module(&name, &buffers),
+                name,
+                tensor,
+            })
+            .collect())
+    }
+    /// The buffers, sorted by name.
+    fn buffers(&self) -> Result<Vec<NamedTensor>> {
+        Ok(self
+            .named_tensors(true)?
+            .into_iter()
+            .map(|(name, tensor)| NamedTensor {
+                batch_norm: true,
+                name,
+                tensor,
+            })
+            .collect())
+    }
     /// The eval-mode forward pass (running BatchNorm statistics).
     fn forward(&self, xs: &Tensor) -> Result<Tensor>;
     /// Recomputes every BatchNorm layer's running statistics from `inputs` with the official
@@ -235,29 +264,8 @@ impl<'a> TchModel<'a> {
 }
 
 impl ProbeModel for TchModel<'_> {
-    fn parameters(&self) -> Result<Vec<NamedTensor>> {
-        let buffers: Vec<String> = self.sorted(false).into_iter().map(|(n, _)| n).collect();
-        Ok(self
-            .sorted(true)
-            .into_iter()
-            .map(|(name, tensor)| NamedTensor {
-                batch_norm: in_batch_norm_module(&name, &buffers),
-                name,
-                tensor,
-            })
-            .collect())
-    }
-
-    fn buffers(&self) -> Result<Vec<NamedTensor>> {
-        Ok(self
-            .sorted(false)
-            .into_iter()
-            .map(|(name, tensor)| NamedTensor {
-                batch_norm: true,
-                name,
-                tensor,
-            })
-            .collect())
+    fn named_tensors(&self, buffers: bool) -> Result<Vec<(String, Tensor)>> {
+        Ok(self.sorted(!buffers))
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {

@@ -243,7 +243,12 @@ pub fn profile(
             });
         }
         let o = p.tensor.f_detach_copy()?;
-        far_ends.push(o.f_add(&d.f_to_kind(p.tensor.kind())?.f_to_device(p.tensor.device())?)?);
+        far_ends.push(
+            o.f_add(
+                &d.f_to_kind(p.tensor.kind())?
+                    .f_to_device(p.tensor.device())?,
+            )?,
+        );
         origin.push(o);
     }
     let mut targets: Vec<Tensor> = params.iter().map(|p| p.tensor.shallow_clone()).collect();
@@ -272,7 +277,7 @@ pub fn profile(
             // w = lerp(w0, w0 + d, t) = w0 + t·d, from the saved origin: exactly w0 at t = 0
             // (ATen's lerp returns its start for weight 0), no error accumulated along the grid.
             let dst = p.tensor.shallow_clone();
-            o.f_lerp_scalar_out(&dst, far, t)?;
+            let _ = o.f_lerp_scalar_out(&dst, far, t)?;
         }
         if bn.mode != BnMode::Stale {
             cost.bn_forwards += model.reestimate_batch_norm(&bn.inputs)?;

@@ -37,6 +37,35 @@ pub struct DirectionReport {
     pub profile: Profile,
 }
 
+impl DirectionReport {
+    /// The report of direction `index` (`direction`, probed around `params`), from its profile,
+    /// its asymmetry analysis and, when a shift scale was given, its theorem-optimal bias.
+    pub fn new(
+        index: usize,
+        direction: &super::directions::Direction,
+        params: &[super::model::NamedTensor],
+        asymmetry: Asymmetry,
+        bias: Option<ValleyBias>,
+        profile: Profile,
+    ) -> Result<Self> {
+        Ok(DirectionReport {
+            index,
+            kind: direction.kind.clone(),
+            seed: direction.seed,
+            params: direction.subset.clone(),
+            moved: direction.moved,
+            norm: direction.norm,
+            sign_consistency: direction.sign_consistency(params)?,
+            rise_ratio: asymmetry.rise_ratio,
+            flat_side: asymmetry.flat_side,
+            class: asymmetry.class,
+            asymmetry,
+            bias,
+            profile,
+        })
+    }
+}
+
 /// Summary over directions.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Summary {

@@ -11,7 +11,7 @@
 //! start from r = 0, then from r = 1 (with `num_batches_tracked` = 0); the two results differ by
 //! `1 − m`. Then for each batch: r ← 0, forward, `s = r/m`. The official `bn_update` result
 //! `Σ_b size_b·s_b / Σ_b size_b` is accumulated in float64 and written back.
-use super::model::{in_batch_norm_module, NamedTensor, ProbeModel};
+use super::model::ProbeModel;
 use crate::error::{Error, Result};
 use std::cell::RefCell;
 use std::ffi::{c_void, CStr, CString};
@@ -248,29 +248,8 @@ impl ScriptModel {
 }
 
 impl ProbeModel for ScriptModel {
-    fn parameters(&self) -> Result<Vec<NamedTensor>> {
-        let buffers: Vec<String> = self.named(true)?.into_iter().map(|(n, _)| n).collect();
-        Ok(self
-            .named(false)?
-            .into_iter()
-            .map(|(name, tensor)| NamedTensor {
-                batch_norm: in_batch_norm_module(&name, &buffers),
-                name,
-                tensor,
-            })
-            .collect())
-    }
-
-    fn buffers(&self) -> Result<Vec<NamedTensor>> {
-        Ok(self
-            .named(true)?
-            .into_iter()
-            .map(|(name, tensor)| NamedTensor {
-                batch_norm: true,
-                name,
-                tensor,
-            })
-            .collect())
+    fn named_tensors(&self, buffers: bool) -> Result<Vec<(String, Tensor)>> {
+        self.named(buffers)
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
