@@ -15,6 +15,10 @@ Same constructor, ``update_parameters``, ``forward`` and ``state_dict`` keys (``
 - The module is deep-copied when it can be; a module that cannot (``weight_norm`` after a forward
   pass, ``parametrize``, pytorch#28594 / #69413) is rebuilt from its structure and state instead.
 - Sharded parameters (DTensor, FSDP2): each rank averages its local shard; nothing is gathered.
+  An FSDP2 (``fully_shard``) model, which cannot be deep-copied (PyTorch's class fails on it),
+  is copied as its plain module tree holding DTensor shards (no FSDP hooks): ``state_dict``
+  gives DTensors under the model's keys, so it loads into the FSDP model (or DCP) for eval;
+  ``forward`` on the copy itself is not supported (its parameters stay sharded).
 - Integer tensors averaged with ``use_buffers=True`` (BatchNorm's ``num_batches_tracked``) are
   copied from the model at every update, as timm's ``ModelEmaV3`` and ``ema-pytorch`` do: a
   count of batches has no meaningful average. This is a deliberate difference: PyTorch's SWA runs
@@ -83,20 +87,44 @@ def _clone_module(model: nn.Module) -> nn.Module:
         return _rebuild(model, {})
 
 
+def _fsdp_attr(key: str) -> bool:
+    """FSDP2 bookkeeping on a module (its state, dynamo flags), not carried into the copy."""
+    return key.startswith("__composable_api_state_key") or key in (
+        "_is_fsdp_managed_module", "_fsdp_use_orig_params",
+    )
+
+
+def _fsdp_hook(hook: Any) -> bool:
+    """A hook FSDP2 registered (bound to the source model's FSDPState / FSDPParam)."""
+    return str(getattr(hook, "__module__", "") or "").startswith("torch.distributed.fsdp.")
+
+
 def _rebuild(m: nn.Module, memo: dict[int, Any]) -> nn.Module:
     """A copy of ``m`` made from its structure and state, without the deepcopy protocol:
     same classes, hooks shared, parameters and buffers cloned (ties kept), tensor attributes
-    (``weight_norm``'s computed weight) cloned and detached."""
+    (``weight_norm``'s computed weight) cloned and detached. An FSDP2 (``fully_shard``) module,
+    which refuses deepcopy, becomes its original class without FSDP's state and hooks (they
+    belong to the source model: kept, they would all-gather and run the *source's* weights);
+    its DTensor parameters are cloned as DTensors, so the copy holds only this rank's shards."""
     if id(m) in memo:
         return memo[id(m)]
-    new = m.__class__.__new__(m.__class__)
+    cls = m.__class__
+    fsdp_index = getattr(cls, "_orig_cls_mro_index", None)
+    if fsdp_index is not None and any(c.__name__ == "FSDPModule" for c in cls.__mro__):
+        cls = cls.__mro__[fsdp_index]  # FSDP2's FSDP<Orig> class: the copy is a plain Orig
+    new = cls.__new__(cls)
     memo[id(m)] = new
-    state = dict(m.__dict__)
+    state = {k: v for k, v in m.__dict__.items() if not _fsdp_attr(k)}
+    dropped = set()
     for key, value in state.items():
         if isinstance(value, dict) and key.startswith("_") and key.endswith("hooks"):
-            state[key] = value.__class__(value)
+            dropped.update(h for h, f in value.items() if _fsdp_hook(f))
+            state[key] = value.__class__((h, f) for h, f in value.items() if not _fsdp_hook(f))
         elif isinstance(value, Tensor) and not isinstance(value, nn.Parameter):
             state[key] = value.detach().clone()
+    for key in ("_forward_pre_hooks_with_kwargs", "_forward_hooks_with_kwargs", "_forward_hooks_always_called"):
+        if isinstance(state.get(key), dict):  # keyed by hook id: own copies, minus dropped hooks
+            state[key] = state[key].__class__((h, v) for h, v in state[key].items() if h not in dropped)
 
     def param(p):
         if p is None:
