@@ -8,6 +8,7 @@
 //! is documented at the end of `harness/THEOREMS.md`. The maths lives in the `harness` crate.
 use crate::error::{Error, Result};
 use harness::bias::{self, BiasReport};
+use harness::error::HarnessError;
 use harness::langevin::{langevin, langevin_quadratic, LangevinPrediction};
 use harness::oracle;
 use harness::sgd::{simulate, SgdConfig};
@@ -186,6 +187,27 @@ pub struct CaseReport {
     pub g_at_sgd_mean: f64,
 }
 
+/// The CLI's error for a harness error: range errors keep their field, value and range; anything
+/// else (divergence) is blamed on `--eta`, the step size.
+fn cli_error(e: HarnessError, eta: f64) -> Error {
+    match e {
+        HarnessError::InvalidConfig {
+            field,
+            value,
+            expected,
+        } => Error::InvalidConfig {
+            field,
+            value,
+            expected: expected.to_string(),
+        },
+        other => Error::invalid(
+            "eta",
+            eta,
+            format!("a step size for which SGD stays bounded ({other})"),
+        ),
+    }
+}
+
 fn positive(field: &'static str, v: f64) -> Result<f64> {
     if v > 0.0 && v.is_finite() {
         Ok(v)
@@ -235,16 +257,8 @@ impl Case {
             batches: a.batches.unwrap_or(50),
             seed: a.seed.unwrap_or(0),
         };
-        if sgd.batches < 2 {
-            return Err(Error::invalid("batches", sgd.batches, "at least 2"));
-        }
-        if sgd.steps < sgd.batches as u64 {
-            return Err(Error::invalid(
-                "steps",
-                sgd.steps,
-                format!("at least --batches ({})", sgd.batches),
-            ));
-        }
+        // The simulator's own range checks, reported before any work starts.
+        sgd.validate().map_err(|e| cli_error(e, sgd.eta))?;
         Ok(Case {
             label: String::new(),
             valley,
@@ -276,13 +290,8 @@ impl Case {
         });
         let b = closed.unwrap_or(quad);
         let noise = Shift::Gaussian { sigma: self.noise };
-        let run = simulate(&self.valley, &noise, &self.sgd).map_err(|e| {
-            Error::invalid(
-                "eta",
-                self.sgd.eta,
-                format!("a step size for which SGD stays bounded ({e})"),
-            )
-        })?;
+        let run =
+            simulate(&self.valley, &noise, &self.sgd).map_err(|e| cli_error(e, self.sgd.eta))?;
         let t = self.sgd.eta * self.noise * self.noise;
         let lp: LangevinPrediction = match self.valley {
             AnyValley::Quadratic(q) => langevin_quadratic(&q, t),

@@ -5,17 +5,13 @@
 // heap-allocated message that the caller frees with `asymvalley_free_error`.
 #include <ATen/ATen.h>
 
-#include <cstring>
-#include <string>
 #include <vector>
+
+#include "guard.h"
 
 namespace {
 
-char* copy_message(const std::string& msg) {
-  char* out = static_cast<char*>(std::malloc(msg.size() + 1));
-  if (out != nullptr) std::memcpy(out, msg.c_str(), msg.size() + 1);
-  return out;
-}
+using asymvalley::ffi::guarded;
 
 std::vector<at::Tensor> borrow(at::Tensor** handles, size_t n) {
   std::vector<at::Tensor> out;
@@ -33,20 +29,6 @@ std::vector<at::Tensor> in_dtype_of(const std::vector<at::Tensor>& like, std::ve
   return src;
 }
 
-template <typename F>
-char* guarded(F&& body) {
-  try {
-    body();
-    return nullptr;
-  } catch (const c10::Error& e) {
-    // Without the C++ backtrace: the message is for a user reading a Rust error.
-    return copy_message(e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    return copy_message(e.what());
-  } catch (...) {
-    return copy_message("unknown C++ exception in asymvalley shim");
-  }
-}
 
 }  // namespace
 

@@ -6,7 +6,7 @@
 //    model cannot be reset or read through it; this handle exposes both (as aliases).
 //
 // Every extern "C" function returns NULL on success or a malloc'ed message freed with
-// `asymvalley_valley_free_error`; no C++ exception crosses into Rust.
+// `asymvalley_free_error` (src/csrc/foreach.cpp); no C++ exception crosses into Rust.
 #include <ATen/ATen.h>
 #include <torch/csrc/jit/api/module.h>
 #include <torch/csrc/jit/serialization/import.h>
@@ -16,6 +16,8 @@
 #include <cstring>
 #include <string>
 #include <vector>
+
+#include "guard.h"
 
 extern "C" {
 // Defined in Rust (src/valley/op.rs). Writes `out_len` fields into `out`; returns an error
@@ -28,25 +30,7 @@ size_t asymvalley_valley_asymmetry_fields();
 
 namespace {
 
-char* valley_message(const std::string& msg) {
-  char* out = static_cast<char*>(std::malloc(msg.size() + 1));
-  if (out != nullptr) std::memcpy(out, msg.c_str(), msg.size() + 1);
-  return out;
-}
-
-template <typename F>
-char* valley_guarded(F&& body) {
-  try {
-    body();
-    return nullptr;
-  } catch (const c10::Error& e) {
-    return valley_message(e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    return valley_message(e.what());
-  } catch (...) {
-    return valley_message("unknown C++ exception in asymvalley valley code");
-  }
-}
+using asymvalley::ffi::guarded;
 
 at::Tensor valley_asymmetry_cpu(const at::Tensor& offsets, const at::Tensor& losses) {
   TORCH_CHECK(offsets.dim() == 1, "valley_asymmetry: offsets must be 1-D [P], got ",
@@ -104,10 +88,8 @@ TORCH_LIBRARY_IMPL(asymvalley, Meta, m) {
 
 extern "C" {
 
-void asymvalley_valley_free_error(char* msg) { std::free(msg); }
-
 char* asymvalley_jit_load(const char* path, void** out) {
-  return valley_guarded([&] {
+  return guarded([&] {
     auto module = torch::jit::load(std::string(path));
     module.eval();
     *out = new torch::jit::Module(std::move(module));
@@ -120,7 +102,7 @@ void asymvalley_jit_free(void* module) { delete static_cast<torch::jit::Module*>
 // (buffers = 1); the Rust side owns each new handle.
 char* asymvalley_jit_named(void* module, int buffers, void* data,
                            void (*cb)(void*, const char*, at::Tensor*)) {
-  return valley_guarded([&] {
+  return guarded([&] {
     auto* m = static_cast<torch::jit::Module*>(module);
     if (buffers != 0) {
       for (const auto& b : m->named_buffers(true)) cb(data, b.name.c_str(), new at::Tensor(b.value));
@@ -132,7 +114,7 @@ char* asymvalley_jit_named(void* module, int buffers, void* data,
 }
 
 char* asymvalley_jit_forward(void* module, at::Tensor* input, at::Tensor** out) {
-  return valley_guarded([&] {
+  return guarded([&] {
     auto* m = static_cast<torch::jit::Module*>(module);
     std::vector<c10::IValue> args{*input};
     auto result = m->forward(args);
@@ -146,7 +128,7 @@ char* asymvalley_jit_forward(void* module, at::Tensor* input, at::Tensor** out) 
 }
 
 char* asymvalley_jit_train(void* module, int on) {
-  return valley_guarded([&] { static_cast<torch::jit::Module*>(module)->train(on != 0); });
+  return guarded([&] { static_cast<torch::jit::Module*>(module)->train(on != 0); });
 }
 
 }  // extern "C"

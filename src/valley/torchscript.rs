@@ -21,7 +21,7 @@ use tch::{Kind, Tensor};
 use torch_sys::C_tensor;
 
 extern "C" {
-    fn asymvalley_valley_free_error(msg: *mut c_char);
+    fn asymvalley_free_error(msg: *mut c_char);
     fn asymvalley_jit_load(path: *const c_char, out: *mut *mut c_void) -> *mut c_char;
     fn asymvalley_jit_free(module: *mut c_void);
     fn asymvalley_jit_named(
@@ -48,7 +48,7 @@ fn check(msg: *mut c_char, op: &'static str) -> Result<()> {
         .to_string_lossy()
         .into_owned();
     // SAFETY: freed once, with the matching free.
-    unsafe { asymvalley_valley_free_error(msg) };
+    unsafe { asymvalley_free_error(msg) };
     Err(Error::Shim { op, msg: text })
 }
 
