@@ -35,19 +35,19 @@ build: setup
 	cargo build --release --all-targets
 
 oplib: setup
-	cargo build --release --lib
+	cargo build --release -p asymvalley-ops
 
 demo: setup
 	cargo run --release --bin asymvalley -- demo
 
 test: setup
-	cargo build --release --lib
+	cargo build --release -p asymvalley-ops
 	cargo test --release --workspace
 	$(VPY) -m pytest -q tests/python
 
 bench: setup
 	cargo bench --bench bench_main
-	cargo build --release --lib
+	cargo build --release -p asymvalley-ops
 	$(VPY) benches/python/bench_average.py --device cpu
 
 fmt:

@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 use tch::{nn, Device, Kind, Tensor};
 
 fn shapes() -> Vec<(String, Vec<Vec<i64>>)> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/param_shapes.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/param_shapes.json"
+    );
     let text = std::fs::read_to_string(path).expect("fixtures/param_shapes.json is readable");
     let map: std::collections::BTreeMap<String, Vec<Vec<i64>>> =
         serde_json::from_str(&text).expect("valid shapes JSON");
@@ -151,7 +154,7 @@ pub fn average(cr: &mut Criterion) {
             s["per_tensor_over_averager"].as_f64().unwrap_or(0.0),
         );
     }
-    let out = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench");
+    let out = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/bench");
     let _ = std::fs::create_dir_all(out);
     let _ = std::fs::write(
         format!("{out}/average.json"),

@@ -1,12 +1,12 @@
 //! Profile cost vs the model evaluations it needs (issue 5 §5): a P-point stale profile of the
 //! demo's MLP on the digits training set against P plain evaluations of the same data; and the
 //! full vs k-batch BatchNorm modes.
-use asymvalley::data::Digits;
-use asymvalley::model::{DigitsNet, DigitsNetConfig};
-use asymvalley::train::input_batches;
 use asymvalley::valley::directions::{Direction, DirectionKind, ParamSubset};
-use asymvalley::valley::model::{LossKind, ProbeData, ProbeModel, TchModel};
+use asymvalley::valley::model::{LossKind, ProbeModel, TchModel};
 use asymvalley::valley::profile::{evaluate, grid_through, profile, BnMode, BnPlan};
+use asymvalley_cli::data::Digits;
+use asymvalley_cli::model::{DigitsNet, DigitsNetConfig};
+use asymvalley_cli::train::input_batches;
 use criterion::Criterion;
 use tch::{nn::VarStore, Device};
 
@@ -20,7 +20,7 @@ pub fn valley_benches(c: &mut Criterion) {
     let params = model.parameters().expect("params");
     let d = Direction::random(&params, DirectionKind::Uniform, &ParamSubset::All, 0)
         .expect("direction");
-    let train = ProbeData::from_split(&data.train, 256).expect("data");
+    let train = data.train.probe_data(256).expect("data");
     let offsets = grid_through(POINTS, 1.0).expect("grid");
     let batches = input_batches(&data.train, 256, Some(0)).expect("batches");
     let mut g = c.benchmark_group("valley");

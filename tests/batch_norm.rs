@@ -1,8 +1,8 @@
 //! BatchNorm re-estimation (DIGEST.md §6 claim 12): running stats equal the sample-weighted
 //! mean of the per-batch statistics (unbiased variances), whatever they were before, with every
 //! momentum restored; PyTorch's `update_bn` weighting gives the equal-per-batch mean instead.
+use asymvalley::bn::BatchNorm;
 use asymvalley::bn::{reestimate_batch_norm, BatchNormModel, BnWeighting};
-use asymvalley::model::BatchNorm;
 use asymvalley::Result;
 use tch::{nn, nn::Module, Device, Kind, Tensor};
 

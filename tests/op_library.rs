@@ -1,10 +1,35 @@
 //! The op library from Rust: a TorchScript module saved by PyTorch (fixtures/scripted_averager.pt,
 //! made by fixtures/make_scripted_averager.py) holds a `torch.classes.asymvalley.Averager` and calls
-//! `torch.ops.asymvalley.swa_update_`. The ops are registered because the shim is linked
-//! `+whole-archive` into this binary (do not also dlopen the .so: one TORCH_LIBRARY per process).
-// Links the crate (and with it the whole-archived shim) even though nothing in it is named here.
-extern crate asymvalley;
+//! `torch.ops.asymvalley.swa_update_`. The ops are registered by loading the op library
+//! `libasymvalley.so` into this process, as `torch.ops.load_library` does in Python (the Rust
+//! library itself registers nothing, so there is exactly one TORCH_LIBRARY per process).
+use std::sync::OnceLock;
 use tch::{CModule, IValue, Kind, Tensor};
+
+/// The op library built by `cargo build --release -p asymvalley-ops` (`make test` builds it
+/// first); `ASYMVALLEY_LIBRARY` overrides the path.
+fn op_library_path() -> std::path::PathBuf {
+    match std::env::var_os("ASYMVALLEY_LIBRARY") {
+        Some(p) => p.into(),
+        None => concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../target/release/libasymvalley.so"
+        )
+        .into(),
+    }
+}
+
+/// Loads the op library once for the whole test binary; the handle lives as long as the process.
+fn register_ops() {
+    static LIBRARY: OnceLock<libloading::Library> = OnceLock::new();
+    LIBRARY.get_or_init(|| {
+        let path = op_library_path();
+        // SAFETY: loading runs the library's static initializers, which only register ops and
+        // classes with the dispatcher of the libtorch this process already links.
+        unsafe { libloading::Library::new(&path) }
+            .unwrap_or_else(|e| panic!("load {} (build it with `make oplib`): {e}", path.display()))
+    });
+}
 
 fn tensors(v: IValue) -> Vec<Tensor> {
     match v {
@@ -21,7 +46,11 @@ fn tensors(v: IValue) -> Vec<Tensor> {
 }
 
 fn load() -> CModule {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/scripted_averager.pt");
+    register_ops();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/scripted_averager.pt"
+    );
     CModule::load(path).expect("fixtures/scripted_averager.pt loads (the ops are registered)")
 }
 

@@ -1,8 +1,8 @@
 //! The demo's training pieces: the `train2.py` learning-rate schedule (DIGEST.md §6 claim 10)
 //! and SWA inside a real training run equal to the mean of the end-of-epoch weights.
-use asymvalley::data::Digits;
-use asymvalley::model::{DigitsNet, DigitsNetConfig};
-use asymvalley::train::{train_sgd_swa, SgdConfig, SwaSchedule};
+use asymvalley_cli::data::Digits;
+use asymvalley_cli::model::{DigitsNet, DigitsNetConfig};
+use asymvalley_cli::train::{train_sgd_swa, SgdConfig, SwaSchedule};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 #[test]

@@ -186,7 +186,7 @@ fn detector_random_direction_ratio_within_interval() {
 }
 
 fn python() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join(".venv/bin/python")
 }
 
 const SAVE_MODELS: &str = r#"

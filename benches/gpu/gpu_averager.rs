@@ -56,7 +56,11 @@ fn parse_args() -> Args {
     let mut args = Args {
         device: "cuda".into(),
         json: None,
-        shapes: concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/param_shapes.json").into(),
+        shapes: concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fixtures/param_shapes.json"
+        )
+        .into(),
         models: Vec::new(),
         skip_check: false,
     };

@@ -15,7 +15,8 @@
 //! * [`sgd`]: the SGD simulator with batch-means confidence intervals; [`langevin`]: D5.
 //! * [`multidim`]: separable and rotated d-dimensional valleys (D7) and their simulator.
 //! * [`neuron`]: the official 2-parameter sigmoid-neuron toy, in tch.
-//! * [`strategy`] and [`proptest_config`]: the proptest inputs shared with the root crate.
+//! * `strategy` and `proptest_config` (feature `proptest`): the proptest inputs shared with the
+//!   integration tests.
 //!
 //! # Examples
 //! ```
@@ -42,6 +43,7 @@ pub mod quadrature;
 pub mod sgd;
 pub mod shift;
 pub mod special;
+#[cfg(any(test, feature = "proptest"))]
 pub mod strategy;
 pub mod valley;
 
@@ -54,6 +56,7 @@ pub use error::HarnessError;
 /// overrides it), a fixed RNG seed, so every run draws the same cases,
 /// and failure seeds persisted under `fixtures/proptest-regressions/harness.txt`
 /// (relative to the package root, the working directory of `cargo test`).
+#[cfg(any(test, feature = "proptest"))]
 pub fn proptest_config() -> proptest::test_runner::Config {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
