@@ -11,7 +11,7 @@ STAMP := $(VENV)/.asymvalley-setup-$(TORCH_VERSION)
 OPLIB := target/release/libasymvalley.so
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: setup build oplib demo test test-rust test-python bench bench-rust bench-python fmt clippy clean
+.PHONY: setup build oplib install demo test test-rust test-python bench bench-rust bench-python fmt clippy clean
 
 setup: $(STAMP) libtorch
 
@@ -37,11 +37,15 @@ build: setup
 oplib: setup
 	cargo build --release -p asymvalley-ops
 
+# The Python package, non-editable, into .venv (pyproject.toml + setup.py; its cargo build is a no-op
+# after `oplib`). The Python tests import this installed copy, never src/python.
+install: oplib
+	$(VPY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation .
+
 demo: setup
 	cargo run --release --bin asymvalley -- demo
 
-test: setup
-	cargo build --release -p asymvalley-ops
+test: install
 	cargo test --release --workspace
 	$(VPY) -m pytest -q tests/python
 

@@ -1,13 +1,22 @@
-"""Puts src/python on sys.path and points the package at this checkout's release build."""
-import os
+"""The Python tests run against the installed package, never against src/python.
+
+`make test` installs it first (`pip install --no-deps --no-build-isolation .`, which reuses the
+cargo build in target/); by hand, run that line with this Python, then pytest.
+"""
+import importlib.util
 import pathlib
-import sys
+
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-PYSRC = ROOT / "src" / "python"
-LIBRARY = ROOT / "target" / "release" / "libasymvalley.so"
-
-sys.path.insert(0, str(PYSRC))
-os.environ.setdefault("ASYMVALLEY_LIBRARY", str(LIBRARY))
-# Subprocesses started by the tests see the same package and library.
-os.environ["PYTHONPATH"] = os.pathsep.join([str(PYSRC), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+_spec = importlib.util.find_spec("asymvalley")
+if _spec is None or _spec.origin is None:
+    raise pytest.UsageError(
+        "asymvalley is not installed in this Python: run `make test`, or "
+        "`python -m pip install --no-deps --no-build-isolation .` from the repository, then pytest"
+    )
+if pathlib.Path(_spec.origin).resolve().is_relative_to(ROOT / "src"):
+    raise pytest.UsageError(
+        f"asymvalley resolves to the source tree ({_spec.origin}); the tests must see the installed "
+        "copy: remove src/python from PYTHONPATH and install the package"
+    )

@@ -6,15 +6,12 @@ Importing the package loads the op library (``libasymvalley.so``), which registe
 
     from asymvalley import AveragedModel, get_ema_multi_avg_fn   # was torch.optim.swa_utils
 
-The library is found through ``ASYMVALLEY_LIBRARY`` (a path to the .so) or else at
-``target/release/libasymvalley.so`` of the repository this package sits in (``make oplib``).
+The library is the ``libasymvalley.so`` installed next to this file (``pip install .``);
+``ASYMVALLEY_LIBRARY`` (a path to a .so) overrides it. ``_library.py`` says how it is found and checked.
 """
 from __future__ import annotations
 
-import os
-import pathlib
-
-import torch
+import torch  # first: the op library resolves libtorch through the torch loaded here
 from torch.optim.swa_utils import (  # re-exported so that one import changes
     SWALR,
     get_ema_avg_fn,
@@ -24,6 +21,8 @@ from torch.optim.swa_utils import (  # re-exported so that one import changes
     update_bn,
 )
 
+from ._library import LibraryError, library_path, load_library, loaded_library
+
 __all__ = [
     "AveragedModel",
     "SWALR",
@@ -31,41 +30,12 @@ __all__ = [
     "get_ema_multi_avg_fn",
     "get_swa_avg_fn",
     "get_swa_multi_avg_fn",
+    "LibraryError",
     "library_path",
     "load_library",
+    "loaded_library",
     "update_bn",
 ]
-
-_loaded: str | None = None
-
-
-def library_path() -> pathlib.Path:
-    """Where the op library is: ``$ASYMVALLEY_LIBRARY``, else the repository's release build."""
-    env = os.environ.get("ASYMVALLEY_LIBRARY")
-    if env:
-        return pathlib.Path(env)
-    return pathlib.Path(__file__).resolve().parents[3] / "target" / "release" / "libasymvalley.so"
-
-
-def load_library() -> str:
-    """Loads the op library once (loading the same path again is a no-op) and returns its path.
-
-    Raises ``FileNotFoundError`` naming the path tried when the library has not been built.
-    """
-    global _loaded
-    if _loaded is not None:
-        return _loaded
-    path = library_path()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"asymvalley: op library not found at {path}; build it with `make oplib` "
-            "(cargo build --release --lib) or set ASYMVALLEY_LIBRARY to the .so"
-        )
-    resolved = str(path.resolve())
-    torch.ops.load_library(resolved)
-    _loaded = resolved
-    return resolved
-
 
 load_library()
 
