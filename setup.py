@@ -51,6 +51,9 @@ def build_library() -> pathlib.Path:
 
 class BuildPyWithLibrary(build_py):
     def run(self):
+        # build/ is reused between builds: start the package folder afresh, so that a module removed
+        # from src/python does not live on in the next wheel.
+        shutil.rmtree(pathlib.Path(self.build_lib) / "asymvalley", ignore_errors=True)
         super().run()
         target = pathlib.Path(self.build_lib) / "asymvalley" / LIBRARY
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -146,3 +146,19 @@ def test_a_valid_library_that_registers_nothing_is_refused(tmp_path, which):
     last = _import_with(lib, tmp_path)
     assert "did not register" in last and "torch.ops.asymvalley.swa_update_" in last
     assert "torch.classes.asymvalley.Averager" in last
+
+
+def test_library_with_unresolved_symbols_says_built_for_another_torch(tmp_path):
+    """What a library built against another libtorch looks like to dlopen: a symbol that this
+    process's libtorch does not define."""
+    cc = shutil.which("cc")
+    assert cc, "a C compiler is needed (the op library's build needs one too)"
+    src = tmp_path / "other_torch.c"
+    src.write_text(
+        "extern void _ZN2at18symbol_of_other_torchEv(void);\n"
+        "void asymvalley_probe(void) { _ZN2at18symbol_of_other_torchEv(); }\n"
+    )
+    lib = tmp_path / "libother_torch.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-Wl,-z,now", "-o", str(lib), str(src)], check=True, timeout=120)
+    last = _import_with(lib, tmp_path)
+    assert "undefined symbol" in last and "built for another torch" in last and torch.__version__ in last

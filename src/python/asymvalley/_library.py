@@ -146,8 +146,10 @@ def load_library() -> str:
     try:
         torch.ops.load_library(resolved)
     except OSError as err:
+        # torch wraps dlopen's error ("undefined symbol: ...") in a generic one: report the cause.
+        reason = err.__cause__ if err.__cause__ is not None else err
         raise LibraryError(
-            f"asymvalley: could not load {resolved} with torch {torch.__version__} ({err}); a library "
+            f"asymvalley: could not load {resolved} with torch {torch.__version__} ({reason}); a library "
             f"built for another torch fails like this; {_FIX}"
         ) from err
     missing = _missing_registrations()
