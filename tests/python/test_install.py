@@ -162,3 +162,17 @@ def test_library_with_unresolved_symbols_says_built_for_another_torch(tmp_path):
     subprocess.run([cc, "-shared", "-fPIC", "-Wl,-z,now", "-o", str(lib), str(src)], check=True, timeout=120)
     last = _import_with(lib, tmp_path)
     assert "undefined symbol" in last and "built for another torch" in last and torch.__version__ in last
+
+
+def test_source_checkout_falls_back_to_the_cargo_build(tmp_path):
+    """Run from the source tree (as benches/ do), the package loads target/release's library."""
+    built = ROOT / "target" / "release" / "libasymvalley.so"
+    res = subprocess.run(
+        [sys.executable, "-c", "import asymvalley; print(asymvalley.__file__); print(asymvalley.loaded_library())"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env=_clean_env(PYTHONPATH=str(ROOT / "src" / "python")),
+    )
+    assert res.returncode == 0, res.stderr
+    package, library = res.stdout.splitlines()[-2:]
+    assert pathlib.Path(package).resolve().is_relative_to(ROOT / "src" / "python")
+    assert pathlib.Path(library) == built.resolve()
