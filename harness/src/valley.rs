@@ -32,7 +32,7 @@ pub trait Valley1d: Send + Sync + std::fmt::Debug {
     fn flat_side_is_plus(&self) -> bool;
 }
 
-/// `f(x) = ½a₊x²` for x ≥ 0 and `½a₋x²` for x < 0: the canonical toy of DIGEST §2.4.
+/// `f(x) = ½a₊x²` for x ≥ 0 and `½a₋x²` for x < 0: the canonical toy of THEOREMS.md.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct PiecewiseQuadratic {
     /// Curvature on the + side.

@@ -1,6 +1,6 @@
 //! `asymvalley theory`: the theorems' numbers for synthetic asymmetric valleys.
 //!
-//! With no arguments it prints a table of standard cases (DIGEST §2.4's reference cases and
+//! With no arguments it prints a table of standard cases (the reference cases of harness/THEOREMS.md and
 //! more). With any argument it computes one case: the expected shifted loss g(c) = E_δ f(c+δ)
 //! at 0 and at its minimiser c*, the bias window (0, c_max), an SGD run
 //! `x ← x − η(f'(x) + ε)` with ε ~ N(0, noise²) and its average with a batch-means confidence
@@ -409,7 +409,7 @@ impl Case {
     }
 }
 
-/// The closed form, where the harness has one (DIGEST D2/D3 and THEOREMS.md T6).
+/// The closed form, where the harness has one (THEOREMS.md D2/D3 and T6).
 fn closed_form(v: &AnyValley, law: &Shift) -> Option<BiasReport> {
     match (v, law) {
         (AnyValley::Quadratic(q), Shift::Uniform { half_width }) => {
@@ -425,7 +425,7 @@ fn closed_form(v: &AnyValley, law: &Shift) -> Option<BiasReport> {
     }
 }
 
-/// The standard cases of the table: DIGEST D2/D3 (a = (1, 10)) under all four laws, the D2
+/// The standard cases of the table: THEOREMS.md D2/D3 (a = (1, 10)) under all four laws, the D2
 /// table's k = 2, 4, 7, the D5 step sizes, a mirrored and a symmetric valley, and the power
 /// and smooth families.
 pub fn standard_cases() -> Vec<Case> {
@@ -604,7 +604,7 @@ mod tests {
         ));
     }
 
-    /// The issue's example case reproduces DIGEST D2 and D5 (closed form = quadrature).
+    /// The issue's example case reproduces THEOREMS.md D2 and D5 (closed form = quadrature).
     #[test]
     fn issue_example_case() {
         let a = TheoryArgs {
