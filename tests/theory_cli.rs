@@ -184,3 +184,26 @@ fn the_smooth_blend_is_refused_past_its_critical_ratio() {
         }
     }
 }
+
+#[test]
+fn a_step_size_past_the_sharp_side_stability_warns_loudly() {
+    let mut args = vec!["--json", "--a-sharp", "100", "--eta", "0.05"];
+    args.extend(FAST);
+    let (code, out, err, _) = theory(&args, Duration::from_secs(30));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&out).is_ok(),
+        "{out}"
+    );
+    // η·a = 5 > 2, computed here: |1 − 5| > 1, the sharp-side step overshoots.
+    assert!(
+        err.contains("warning") && err.contains("eta·a_sharp = 5"),
+        "{err}"
+    );
+    // η·a = 0.5: inside the stable regime, no warning.
+    let mut args = vec!["--json", "--a-sharp", "10", "--eta", "0.05"];
+    args.extend(FAST);
+    let (code, _, err, _) = theory(&args, Duration::from_secs(30));
+    assert_eq!(code, 0);
+    assert!(!err.contains("warning"), "{err}");
+}

@@ -331,6 +331,28 @@ impl Case {
         })
     }
 
+    /// A loud warning when SGD runs outside the small-step regime the Langevin prediction (T4)
+    /// and the tested range of T2 (η·max a ≤ 0.2) describe: with η·a_sharp > 2, a step on the
+    /// sharp side overshoots (|1 − η·a| > 1), so the run is a bounded but chaotic bounce, and
+    /// `langevin_mean` says nothing about it. Piecewise-quadratic and smooth valleys only (the
+    /// power family has no constant curvature).
+    pub fn stability_warning(&self) -> Option<String> {
+        let sharp = match self.valley {
+            AnyValley::Quadratic(q) => q.a_plus.max(q.a_minus),
+            AnyValley::Smooth(v) => v.a_plus.max(v.a_minus),
+            AnyValley::Power(_) => return None,
+        };
+        let product = self.sgd.eta * sharp;
+        (product > 2.0).then(|| {
+            format!(
+                "eta·a_sharp = {} > 2: SGD overshoots on the sharp side, outside the small-step \
+                 regime of the theorems (tested for eta·a_sharp ≤ 0.2); `langevin_mean` does \
+                 not predict this run",
+                short(product)
+            )
+        })
+    }
+
     /// Computes everything.
     ///
     /// # Errors
@@ -552,7 +574,11 @@ pub fn run(args: TheoryArgs) -> Result<()> {
         println!("g(c) = E f(c + δ); g(c) < g(0) on (0, c_max). See harness/THEOREMS.md.");
         return Ok(());
     }
-    let r = Case::from_args(&args)?.compute()?;
+    let case = Case::from_args(&args)?;
+    if let Some(w) = case.stability_warning() {
+        eprintln!("asymvalley: warning: {w}");
+    }
+    let r = case.compute()?;
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
