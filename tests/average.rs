@@ -319,3 +319,118 @@ proptest! {
         prop_assert!(max_abs_diff(&avg.averaged("p00").unwrap(), &want) < 1e-12);
     }
 }
+
+/// The power warm-up at several γ and p against `1 − (1 + t/γ)^(−p)` written out here; each
+/// case also checks that the swapped reading `1 − (1 + tγ)^(−p)` would be told apart, so a
+/// γ ↔ 1/γ mix-up cannot pass.
+#[test]
+fn power_warmup_matches_its_formula_at_several_gamma_and_p() {
+    for gamma in [0.1, 0.5, 2.0, 10.0, 1000.0] {
+        for power in [0.5, 2.0 / 3.0, 0.75, 1.5] {
+            let ema = EmaConfig {
+                decay: 1.0 - 1e-12,
+                warmup: Warmup::Power {
+                    gamma,
+                    power,
+                    min_decay: 0.0,
+                },
+            };
+            for t in [1u64, 3, 10, 100, 1000] {
+                let x = t as f64;
+                let want = 1.0 - (1.0 + x / gamma).powf(-power);
+                let inverted = 1.0 - (1.0 + x * gamma).powf(-power);
+                let got = ema.decay_at(t);
+                assert!(
+                    (got - want).abs() <= 1e-15,
+                    "γ={gamma} p={power} t={t}: {got} vs {want}"
+                );
+                if t == 10 {
+                    assert!(
+                        (inverted - want).abs() > 1e-4,
+                        "γ={gamma} p={power}: the test cannot tell γ from 1/γ"
+                    );
+                }
+            }
+        }
+    }
+    // Through the averager: the second update lerps with weight 1 − decay_at(1) = (1 + 1/γ)^(−p).
+    for (gamma, power) in [(10.0, 0.5), (0.25, 1.5)] {
+        let config = AveragerConfig {
+            rule: Rule::Ema(EmaConfig {
+                decay: 0.9999,
+                warmup: Warmup::Power {
+                    gamma,
+                    power,
+                    min_decay: 0.0,
+                },
+            }),
+            ..AveragerConfig::swa()
+        };
+        let (avg, snaps) = snapshot_sequence(&[vec![5]], Kind::Double, config, 2);
+        let w = (1.0 + 1.0 / gamma).powf(-power);
+        let want = get(&snaps[0], "p00") * (1.0 - w) + get(&snaps[1], "p00") * w;
+        assert!(
+            max_abs_diff(&avg.averaged("p00").unwrap(), &want) < 1e-14,
+            "γ={gamma} p={power}"
+        );
+    }
+}
+
+/// The averager's whole state around `update_after_step` = 3: before it nothing (SWA) or a
+/// mirror (EMA, ema-pytorch's semantics); the first averaging call copies exactly, counts one,
+/// and copies the integer buffer; the next one lerps.
+#[test]
+fn state_right_after_update_after_step() {
+    for ema in [false, true] {
+        let config = AveragerConfig {
+            update_after_step: 3,
+            average_buffers: true,
+            ..if ema {
+                AveragerConfig::ema(0.75)
+            } else {
+                AveragerConfig::swa()
+            }
+        };
+        let vs = var_store(&[vec![4]], Kind::Double, true);
+        let mut avg = Averager::new(&vs, config).unwrap();
+        let out = var_store(&[vec![4]], Kind::Double, true);
+        let mut snaps = Vec::new();
+        for call in 0..5u64 {
+            snaps.push(randomize(&vs));
+            avg.update(&vs).unwrap();
+            let what = format!("ema={ema} after call {call}");
+            let n_want = call.saturating_sub(2);
+            assert_eq!(
+                (avg.steps(), avg.n_averaged()),
+                (call + 1, n_want),
+                "{what}"
+            );
+            let filled = avg.copy_to(&out).is_ok();
+            assert_eq!(filled, ema || call >= 3, "{what}: filled");
+            if !filled {
+                continue;
+            }
+            let s = &snaps[call as usize];
+            // The copied integer buffer is the model's current one, always.
+            let nbt = out.variables()["bn.num_batches_tracked"].shallow_clone();
+            assert_eq!(
+                nbt.int64_value(&[]),
+                get(s, "bn.num_batches_tracked").double_value(&[]) as i64,
+                "{what}: copy"
+            );
+            let got = out.variables()["p00"].shallow_clone();
+            let want = if call <= 3 {
+                // Mirror (EMA before the start) and the first averaging call: exact copies.
+                get(s, "p00").shallow_clone()
+            } else if ema {
+                get(&snaps[3], "p00") * 0.75 + get(s, "p00") * 0.25
+            } else {
+                (get(&snaps[3], "p00") + get(s, "p00")) * 0.5
+            };
+            assert!(max_abs_diff(&got, &want) < 1e-14, "{what}: average");
+            if call == 3 {
+                assert!(got.equal(get(s, "p00")), "{what}: the first copy is exact");
+            }
+        }
+    }
+}

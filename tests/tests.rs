@@ -13,6 +13,8 @@ mod errors;
 mod op_library;
 /// The averaging theorems through the project's own SWA (SGD in tch on synthetic valleys).
 mod theorems_through_averager;
+/// `asymvalley theory` on extreme arguments and past the smooth blend's critical ratio.
+mod theory_cli;
 /// The demo's training pieces: the train2.py schedule and SWA over a real training run.
 mod training;
 /// The asymmetric-valley detector on synthetic valleys with known answers, and the probe CLI.

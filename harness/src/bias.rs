@@ -1,6 +1,6 @@
 //! The expected shifted loss `g(c) = E_δ f(c + δ)` and the bias it rewards.
 //!
-//! For a valley f and a symmetric shift law δ (DIGEST §1.3: the test loss is the training loss
+//! For a valley f and a symmetric shift law δ (THEOREMS.md §0: the test loss is the training loss
 //! translated by δ), the expected test loss of the solution `c` is g(c). The bias theorem
 //! (THEOREMS.md T1, from D1) says that when the flat side is + and δ is not degenerate,
 //! `g'(0) < 0`, the minimiser `c*` of g is > 0, and g(c) < g(0) on (0, c_max).

@@ -1,10 +1,10 @@
-//! The small-η (Langevin) prediction of SGD's stationary law (DIGEST D5).
+//! The small-η (Langevin) prediction of SGD's stationary law (THEOREMS.md D5).
 //!
 //! SGD with step η and gradient noise of variance σ² moves by −ηf'(x) ± ησ per step: over a
 //! time h = η that is drift −f'·h and variance h·(ησ²), the Euler scheme of
 //! `dX = −f'(X)dt + √(ησ²) dW`, whose stationary density is ∝ exp(−2f(x)/(ησ²)). The
 //! "temperature" is `T = ησ²`. The approximation ignores O(η) discretisation effects: the
-//! simulated bias exceeds it by roughly a factor 1 + η (DIGEST D5 table; tested in `sgd`).
+//! simulated bias exceeds it by roughly a factor 1 + η (THEOREMS.md D5 table; tested in `sgd`).
 use crate::quadrature::integrate_pieces;
 use crate::valley::{PiecewiseQuadratic, Valley1d};
 use serde::Serialize;
@@ -85,10 +85,10 @@ mod tests {
         }
     }
 
-    /// DIGEST §6 claim 7 / D5: the coefficient a₊^{-½} − a₋^{-½} = 0.68377 for a = (1, 10),
+    /// THEOREMS.md §8 claim 7 / D5: the coefficient a₊^{-½} − a₋^{-½} = 0.68377 for a = (1, 10),
     /// and the predictions 0.03858, 0.08626, 0.12199 at η = 0.01, 0.05, 0.1 (σ = 1), P = 0.760.
     #[test]
-    fn digest_d5_predictions() {
+    fn reference_d5_predictions() {
         let q = PiecewiseQuadratic::new(1.0, 10.0);
         let coef = langevin_quadratic(&q, std::f64::consts::PI).mean;
         assert!((coef - 0.68377).abs() < 5e-6);

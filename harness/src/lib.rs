@@ -11,7 +11,7 @@
 //!   [`valley::AsymPower`], [`valley::SmoothBlend`]), mirroring, symmetric cases.
 //! * [`shift`]: symmetric mean-zero laws ([`shift::Shift`]), including user-given ones.
 //! * [`bias`]: `g(c) = E_δ f(c+δ)`, g'(0), c*, c_max by quadrature, Monte Carlo cross-check;
-//!   [`oracle`]: the closed forms (DIGEST D2, D3 and ours).
+//!   [`oracle`]: the closed forms (THEOREMS.md D2, D3 and ours).
 //! * [`sgd`]: the SGD simulator with batch-means confidence intervals; [`langevin`]: D5.
 //! * [`multidim`]: separable and rotated d-dimensional valleys (D7) and their simulator.
 //! * [`neuron`]: the official 2-parameter sigmoid-neuron toy, in tch.
@@ -24,7 +24,7 @@
 //! let q = PiecewiseQuadratic::new(1.0, 10.0); // flat side +, a₊ = 1, a₋ = 10
 //! let law = Shift::Uniform { half_width: 1.0 };
 //! let r = bias::analyze(&q, &law);            // quadrature
-//! let c = oracle::uniform(&q, 1.0);           // DIGEST D2 closed form
+//! let c = oracle::uniform(&q, 1.0);           // THEOREMS.md D2 closed form
 //! assert!((r.c_star - 0.519494).abs() < 1e-6 && (c.c_max - 1.224745).abs() < 1e-6);
 //! ```
 #![deny(missing_docs)]
@@ -48,7 +48,7 @@ pub mod strategy;
 pub mod valley;
 
 #[cfg(test)]
-mod digest;
+mod reference;
 
 pub use error::HarnessError;
 

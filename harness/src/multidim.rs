@@ -1,4 +1,4 @@
-//! d-dimensional valleys (DIGEST D7) and the d-dimensional SGD simulator.
+//! d-dimensional valleys (THEOREMS.md D7) and the d-dimensional SGD simulator.
 //!
 //! * [`Separable`]: `f(w) = Σᵢ fᵢ(wᵢ)`. With independent noise coordinates, each coordinate is
 //!   its own 1-D chain, so D4 holds coordinatewise: E[w̄ᵢ] has the sign of fᵢ's flat side.

@@ -1,5 +1,5 @@
 //! The official 2-parameter toy: one sigmoid neuron trained by full-batch GD, averaged, and
-//! probed along a random positive direction (DIGEST §3.2, `logistic_regression_2params.py`).
+//! probed along a random positive direction (THEOREMS.md §5, `logistic_regression_2params.py`).
 //!
 //! Built with tch and following the official script's order of random draws: seed; 10 points
 //! x ~ N(+1, 1) with label 0, then 10 points x ~ N(−1, 1) with label 1; `Linear(1, 1)`'s weight
@@ -245,7 +245,7 @@ mod tests {
         }
     }
 
-    /// DIGEST §6 claim 15 / slide p.11: for seed 2 (one of the two seeds the script's comment
+    /// THEOREMS.md §8 claim 15 / slide p.11: for seed 2 (one of the two seeds the script's comment
     /// marks) the curve is ≈0.6 at t = 0 with its minimum ≈0.57 near t ≈ −1, ≈1.2 at −7.5 and
     /// ≈5.2 at +7.5, a rise ratio of about 8. The slide values were read off a figure (±0.05),
     /// so that is the tolerance. That libtorch 2.11 reproduces PyTorch 1.2's draws for this

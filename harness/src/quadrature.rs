@@ -54,27 +54,59 @@ fn kronrod15(f: &dyn Fn(f64) -> f64, a: f64, b: f64) -> (f64, f64) {
     (k * half, ((k - g) * half).abs())
 }
 
-fn adapt(f: &dyn Fn(f64) -> f64, a: f64, b: f64, whole: (f64, f64), tol: f64, depth: u32) -> f64 {
+/// The most intervals one [`integrate`] call may bisect: 2¹⁶ K15 pairs (≈ 2·10⁶ evaluations),
+/// far above what a smooth piece needs (tens) and small enough to finish in well under a second.
+const MAX_INTERVALS: usize = 1 << 16;
+
+/// Bisects until each piece meets its share of `tol`. Returns NaN, which every caller reports
+/// as a failed computation, when an estimate is not finite (the integrand overflowed: no amount
+/// of bisection helps) or when the interval budget runs out.
+fn adapt(
+    f: &dyn Fn(f64) -> f64,
+    a: f64,
+    b: f64,
+    whole: (f64, f64),
+    tol: f64,
+    depth: u32,
+    budget: &mut usize,
+) -> f64 {
     let (k, err) = whole;
+    if !k.is_finite() || !err.is_finite() {
+        return f64::NAN;
+    }
     // Depth 48 halves an interval below 1e-14 of its length: past that the error is rounding.
     if err <= tol || depth >= 48 || (b - a).abs() < 1e-14 * (a.abs() + b.abs()) {
         return k;
     }
+    if *budget == 0 {
+        return f64::NAN;
+    }
+    *budget -= 1;
     let m = 0.5 * (a + b);
     let left = kronrod15(f, a, m);
     let right = kronrod15(f, m, b);
-    adapt(f, a, m, left, 0.5 * tol, depth + 1) + adapt(f, m, b, right, 0.5 * tol, depth + 1)
+    let l = adapt(f, a, m, left, 0.5 * tol, depth + 1, budget);
+    if l.is_nan() {
+        return l;
+    }
+    l + adapt(f, m, b, right, 0.5 * tol, depth + 1, budget)
 }
 
 /// `∫_a^b f(x) dx` by adaptive Gauss–Kronrod (G7/K15) to absolute tolerance `tol`.
 ///
-/// `f` should be smooth on (a, b); split at kinks with [`integrate_pieces`].
+/// `f` should be smooth on (a, b); split at kinks with [`integrate_pieces`]. Returns NaN when
+/// the integrand is not finite somewhere it is sampled or the bisection budget
+/// (`MAX_INTERVALS`) runs out: the loop is bounded whatever the input.
 pub fn integrate(f: impl Fn(f64) -> f64, a: f64, b: f64, tol: f64) -> f64 {
     if a == b {
         return 0.0;
     }
+    if !(a.is_finite() && b.is_finite() && tol.is_finite()) {
+        return f64::NAN;
+    }
     let whole = kronrod15(&f, a, b);
-    adapt(&f, a, b, whole, tol, 0)
+    let mut budget = MAX_INTERVALS;
+    adapt(&f, a, b, whole, tol, 0, &mut budget)
 }
 
 /// `∫_a^b f` split at every breakpoint inside (a, b), so each piece is smooth.
@@ -128,12 +160,21 @@ pub fn bisect(f: impl Fn(f64) -> f64, mut lo: f64, mut hi: f64, xtol: f64) -> Op
 }
 
 /// The minimiser of a unimodal `f` on [lo, hi] by golden-section search, to `xtol`.
+///
+/// At most 400 steps: each shrinks the bracket by 0.618, so 400 steps take any finite bracket
+/// below its own rounding (0.618⁴⁰⁰ ≈ 10⁻⁸⁴), which is where a too-small `xtol` would
+/// otherwise loop forever. Returns NaN for a bracket that is not finite.
 pub fn golden_min(f: impl Fn(f64) -> f64, mut lo: f64, mut hi: f64, xtol: f64) -> f64 {
+    if !(lo.is_finite() && hi.is_finite()) {
+        return f64::NAN;
+    }
     let r = 0.5 * (5f64.sqrt() - 1.0);
     let mut x1 = hi - r * (hi - lo);
     let mut x2 = lo + r * (hi - lo);
     let (mut f1, mut f2) = (f(x1), f(x2));
-    while hi - lo > xtol {
+    let mut steps = 0;
+    while hi - lo > xtol && steps < 400 {
+        steps += 1;
         if f1 <= f2 {
             hi = x2;
             x2 = x1;
@@ -198,5 +239,23 @@ mod tests {
         let g = integrate(|x| (-x * x).exp(), -8.0, 8.0, 1e-13);
         assert!((g - std::f64::consts::PI.sqrt()).abs() < 1e-12);
         assert!(bisect(|x| x * x + 1.0, -1.0, 1.0, 1e-9).is_none());
+    }
+
+    /// The loops are bounded: an overflowing integrand gives NaN at once (it used to bisect
+    /// 2⁴⁸ times), an integrand that never meets the tolerance stops at the budget, and golden
+    /// section on a bracket near 1e300 stops although its width can never fall below `xtol`.
+    #[test]
+    fn loops_stop_on_overflow_and_impossible_tolerances() {
+        let start = std::time::Instant::now();
+        assert!(integrate(|x| if x > 0.3 { f64::INFINITY } else { x }, 0.0, 1.0, 1e-12).is_nan());
+        assert!(integrate(|x| x * 1e300 * 1e300, 0.0, 1.0, 1e-12).is_nan());
+        // Noise of amplitude 1 can never be integrated to 1e-30: the budget ends it.
+        let noisy = |x: f64| ((x * 1e6).sin() * 1e9).sin();
+        assert!(integrate(noisy, 0.0, 1.0, 1e-30).is_nan());
+        let m = golden_min(|x: f64| (x - 1e300).abs(), 0.5e300, 2e300, 1e-9);
+        assert!((m / 1e300 - 1.0).abs() < 1e-6, "{m}");
+        assert!(golden_min(|x| x, f64::NEG_INFINITY, 0.0, 1e-9).is_nan());
+        // Bounded, not merely eventually: well under the seconds a user would wait.
+        assert!(start.elapsed().as_secs() < 20, "{:?}", start.elapsed());
     }
 }

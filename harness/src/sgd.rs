@@ -29,7 +29,7 @@ pub struct SgdConfig {
 }
 
 impl Default for SgdConfig {
-    /// DIGEST D5's setting: η = 0.05, 2·10⁶ steps, 10⁴ burn-in, x₀ = 0; 50 batches.
+    /// THEOREMS.md D5's setting: η = 0.05, 2·10⁶ steps, 10⁴ burn-in, x₀ = 0; 50 batches.
     fn default() -> Self {
         Self {
             eta: 0.05,
@@ -248,7 +248,7 @@ mod tests {
 
     /// T4 (D5): as η → 0 the average approaches the Langevin prediction √(ησ²/π)(a₊^{-½} − a₋^{-½}).
     /// For a = (1, 10), σ = 1 the relative gap must be within 1.6η + 5 SE/pred at each η
-    /// (DIGEST's measured gaps are 1.5η, 0.9η, 1.1η), and the gap at η = 0.01 must be
+    /// (the reference table's gaps are 1.5η, 0.9η, 1.1η), and the gap at η = 0.01 must be
     /// below the gap at η = 0.1 by more than both bounds together: the limit, not a coincidence.
     /// The identical closed form is also checked against quadrature of the Gibbs density.
     #[test]

@@ -1,4 +1,4 @@
-//! Symmetric, mean-zero laws: the random shift δ between training and test loss (DIGEST §1.3)
+//! Symmetric, mean-zero laws: the random shift δ between training and test loss (THEOREMS.md §0)
 //! and the gradient noise ε of the SGD simulator.
 //!
 //! Every law here satisfies δ =ᵈ −δ. [`Shift::expect`] computes `E h(δ)` by quadrature (or a

@@ -32,7 +32,7 @@ pub trait Valley1d: Send + Sync + std::fmt::Debug {
     fn flat_side_is_plus(&self) -> bool;
 }
 
-/// `f(x) = ½a₊x²` for x ≥ 0 and `½a₋x²` for x < 0: the canonical toy of DIGEST §2.4.
+/// `f(x) = ½a₊x²` for x ≥ 0 and `½a₋x²` for x < 0: the canonical toy of THEOREMS.md.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct PiecewiseQuadratic {
     /// Curvature on the + side.
@@ -152,6 +152,32 @@ impl SmoothBlend {
             a_minus: a_sharp,
             k,
         }
+    }
+}
+
+impl SmoothBlend {
+    /// The ratio a_sharp/a_flat above which the blend has a second local minimum (≈ 48.4707),
+    /// whatever k (x ↦ kx only rescales f by 1/k²).
+    ///
+    /// Derivation, with a₊ = 1 (flat on +), r = a₋ and u = kx, s = σ(u), 1 − s = σ(−u):
+    /// f ∝ h(u) = ½u²(s + r(1 − s)), and for u ≠ 0, h'(u) = 0 reads
+    /// `s + r(1 − s) + ½u(1 − r)s(1 − s) = 0`, i.e.
+    /// `r(u) = −eᵘ (1 + ½u(1 − s)) / (1 − ½us)`.
+    /// Stationary points besides 0 exist exactly for the r that r(u) reaches; r(u) > 0 only for
+    /// u > 0 with us > 2 (u > 2.21…), where it falls from +∞ to a minimum and then grows like eᵘ.
+    /// That minimum is where a local maximum and a second local minimum are born together
+    /// (a fold): below it 0 is the only stationary point. Computed by golden section.
+    pub fn critical_ratio() -> f64 {
+        let r = |u: f64| {
+            let s = sigmoid(u);
+            -u.exp() * (1.0 + 0.5 * u * (1.0 - s)) / (1.0 - 0.5 * u * s)
+        };
+        r(crate::quadrature::golden_min(r, 2.5, 8.0, 1e-12))
+    }
+
+    /// a_sharp/a_flat of this valley (≥ 1).
+    pub fn ratio(&self) -> f64 {
+        self.a_plus.max(self.a_minus) / self.a_plus.min(self.a_minus)
     }
 }
 

@@ -2,9 +2,22 @@
 //!
 //! Layout: tensors `average.<name>` (the averages, fp32 for half models) and `copy.<name>` (the
 //! copied variables); metadata `format`, `version`, `config` (JSON), `steps`, `n_averaged`,
-//! `filled`, and `crc32` over every tensor's bytes in name order, so a corrupted file is refused
-//! (safetensors alone only catches truncation). The write goes to a temporary file in the same
-//! folder, is fsync'ed, then renamed over the target: a crash leaves the old checkpoint intact.
+//! `filled`, and `crc32`.
+//!
+//! The checksum covers everything load trusts: every metadata entry but `crc32` itself (key and
+//! value, keys sorted), then every tensor's name, dtype, shape and bytes (names sorted). CRC-32
+//! detects every single-bit error and every burst up to 32 bits, so a flipped bit or a hand edit
+//! anywhere in the header or body is refused (safetensors alone only catches truncation). The
+//! counters are parsed strictly (canonical decimal, `true`/`false`) and must be consistent and
+//! fit an `i64` (the op library's counter type), so no resumed counter can wrap.
+//!
+//! Version 1 files (checksum over tensor bytes only) are refused with a message saying so:
+//! their metadata was never protected, so reading them would trust unchecked counters.
+//!
+//! The write goes to a temporary file `.<name>.tmp-<pid>` in the same folder, is fsync'ed, then
+//! renamed over the target: a crash leaves the old checkpoint intact. A process killed during a
+//! save leaves its temporary file; the next save to the same target removes every such file whose
+//! process no longer runs, so they cannot pile up.
 //! A resumed run continues bit for bit: the averages are stored exactly and the counters with them.
 use crate::average::{Averager, AveragerConfig};
 use crate::error::{Error, Result};
@@ -15,7 +28,9 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 const FORMAT: &str = "asymvalley.averager";
-const VERSION: &str = "1";
+const VERSION: &str = "2";
+/// The largest counter a checkpoint may hold: the op library stores counters as `int64`.
+const MAX_COUNTER: u64 = i64::MAX as u64;
 
 fn dtype_of(kind: Kind) -> Result<Dtype> {
     Ok(match kind {
@@ -64,12 +79,54 @@ fn host_bytes(t: &Tensor) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn crc_of<'a>(chunks: impl Iterator<Item = &'a [u8]>) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    for c in chunks {
-        hasher.update(c);
+/// CRC-32 of the canonical stream of what load trusts: `key \0 value \0` for each metadata
+/// entry but `crc32` (sorted by key), then `name \0 dtype \0 shape \0 len bytes` for each tensor
+/// (sorted by name). The lengths make the stream unambiguous (no two files give the same stream).
+fn checksum<'a>(
+    metadata: &BTreeMap<&str, &str>,
+    tensors: impl Iterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>,
+) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for (k, v) in metadata.iter().filter(|(k, _)| **k != "crc32") {
+        for part in [k.as_bytes(), b"\0", v.as_bytes(), b"\0"] {
+            h.update(part);
+        }
     }
-    hasher.finalize()
+    for (name, dtype, shape, data) in tensors {
+        h.update(name.as_bytes());
+        h.update(b"\0");
+        h.update(format!("{dtype:?}\0{shape:?}\0{}\0", data.len()).as_bytes());
+        h.update(data);
+    }
+    h.finalize()
+}
+
+/// Removes `.<file_name>.tmp-<pid>` files in `dir` left by processes that no longer run (a save
+/// killed half-way). Only our own naming is touched, and only where `/proc` can tell us that the
+/// writer is gone; a running writer's file is left alone.
+fn remove_stale_temp_files(dir: &Path, file_name: &str) {
+    let proc_root = Path::new("/proc");
+    if !proc_root.join("self").exists() {
+        return;
+    }
+    let prefix = format!(".{file_name}.tmp-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !proc_root.join(pid.to_string()).exists() {
+            // Best effort: a file another cleaner removed first is not an error.
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Writes `bytes` to `path` atomically: temp file in the same folder, fsync, rename, fsync folder.
@@ -82,6 +139,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    remove_stale_temp_files(&dir, &file_name);
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -127,19 +185,34 @@ impl Averager {
                 (dtype_of(t.kind())?, shape, host_bytes(t)?),
             );
         }
-        let crc = crc_of(entries.values().map(|(_, _, b)| b.as_slice()));
-        let metadata: HashMap<String, String> = [
-            ("format", FORMAT.to_string()),
-            ("version", VERSION.to_string()),
-            ("config", serde_json::to_string(&self.config)?),
-            ("steps", self.steps.to_string()),
-            ("n_averaged", self.n_averaged.to_string()),
-            ("filled", self.filled.to_string()),
-            ("crc32", crc.to_string()),
+        let (config, steps, n_averaged, filled) = (
+            serde_json::to_string(&self.config)?,
+            self.steps.to_string(),
+            self.n_averaged.to_string(),
+            self.filled.to_string(),
+        );
+        let mut fields: BTreeMap<&str, &str> = [
+            ("format", FORMAT),
+            ("version", VERSION),
+            ("config", config.as_str()),
+            ("steps", steps.as_str()),
+            ("n_averaged", n_averaged.as_str()),
+            ("filled", filled.as_str()),
         ]
         .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
         .collect();
+        let crc = checksum(
+            &fields,
+            entries
+                .iter()
+                .map(|(n, (d, s, b))| (n.as_str(), *d, s.as_slice(), b.as_slice())),
+        )
+        .to_string();
+        fields.insert("crc32", &crc);
+        let metadata: HashMap<String, String> = fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut views = Vec::with_capacity(entries.len());
         for (name, (dtype, shape, bytes)) in &entries {
             let view =
@@ -181,7 +254,7 @@ impl Averager {
         let info = meta.metadata().clone().unwrap_or_default();
         let field = |key: &str| {
             info.get(key)
-                .cloned()
+                .map(String::as_str)
                 .ok_or_else(|| bad(format!("metadata `{key}` is missing")))
         };
         if field("format")? != FORMAT {
@@ -190,13 +263,48 @@ impl Averager {
                 field("format")?
             )));
         }
-        if field("version")? != VERSION {
+        match field("version")? {
+            VERSION => {}
+            "1" => {
+                return Err(bad(format!(
+                    "version 1 is no longer read: its checksum did not cover the counters, so \
+                     they cannot be trusted (expected version {VERSION}; resume the run that \
+                     wrote it from its start, or re-save it with the version that wrote it)"
+                )))
+            }
+            other => {
+                return Err(bad(format!(
+                    "version `{other}` is not supported (expected {VERSION})"
+                )))
+            }
+        }
+        // The checksum first: nothing below is trusted before it matches.
+        let crc: u32 = field("crc32")?
+            .parse()
+            .map_err(|_| bad("metadata `crc32` is not an integer".into()))?;
+        let mut names: Vec<String> = st.names().into_iter().cloned().collect();
+        names.sort();
+        let mut views = Vec::with_capacity(names.len());
+        for n in &names {
+            let view = st
+                .tensor(n)
+                .map_err(|e| bad(format!("tensor `{n}` is malformed ({e:?})")))?;
+            views.push((n.as_str(), view));
+        }
+        let fields: BTreeMap<&str, &str> =
+            info.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let actual_crc = checksum(
+            &fields,
+            views
+                .iter()
+                .map(|(n, v)| (*n, v.dtype(), v.shape(), v.data())),
+        );
+        if actual_crc != crc {
             return Err(bad(format!(
-                "version `{}` is not supported (expected {VERSION})",
-                field("version")?
+                "corrupted: crc32 of the header and data is {actual_crc}, the file says {crc}"
             )));
         }
-        let config: AveragerConfig = serde_json::from_str(&field("config")?).map_err(|e| {
+        let config: AveragerConfig = serde_json::from_str(field("config")?).map_err(|e| {
             bad(format!(
                 "metadata `config` is not a valid configuration ({e})"
             ))
@@ -209,28 +317,36 @@ impl Averager {
                 expected: format!("{:?}", self.config),
             });
         }
-        let number = |key: &str| -> Result<u64> {
-            field(key)?
-                .parse()
-                .map_err(|_| bad(format!("metadata `{key}` is not an integer")))
+        // Strict: canonical decimal only (no sign, no leading zeros), at most MAX_COUNTER, so a
+        // resumed counter can neither wrap nor overflow the op library's int64.
+        let counter = |key: &str| -> Result<u64> {
+            let text = field(key)?;
+            match text.parse::<u64>() {
+                Ok(v) if v.to_string() == text && v <= MAX_COUNTER => Ok(v),
+                Ok(v) if v.to_string() == text => Err(bad(format!(
+                    "metadata `{key}` = {v} is out of range (expected at most {MAX_COUNTER}, \
+                     so the counter cannot wrap)"
+                ))),
+                _ => Err(bad(format!(
+                    "metadata `{key}` = `{text}` is not a non-negative decimal integer"
+                ))),
+            }
         };
-        let (steps, n_averaged) = (number("steps")?, number("n_averaged")?);
-        let filled = field("filled")? == "true";
-        let crc: u32 = field("crc32")?
-            .parse()
-            .map_err(|_| bad("metadata `crc32` is not an integer".into()))?;
-
-        let mut names: Vec<String> = st.names().into_iter().cloned().collect();
-        names.sort();
-        let actual_crc = crc_of(
-            names
-                .iter()
-                .filter_map(|n| st.tensor(n).ok())
-                .map(|v| v.data()),
-        );
-        if actual_crc != crc {
+        let (steps, n_averaged) = (counter("steps")?, counter("n_averaged")?);
+        let filled = match field("filled")? {
+            "true" => true,
+            "false" => false,
+            other => {
+                return Err(bad(format!(
+                    "metadata `filled` = `{other}` is not `true` or `false`"
+                )))
+            }
+        };
+        if n_averaged > steps || (n_averaged > 0 && !filled) || (filled && steps == 0) {
             return Err(bad(format!(
-                "corrupted: crc32 of the tensor data is {actual_crc}, the file says {crc}"
+                "inconsistent counters: steps = {steps}, n_averaged = {n_averaged}, \
+                 filled = {filled} (expected n_averaged <= steps, and filled once anything \
+                 was averaged and only after a step)"
             )));
         }
         let expected: Vec<String> = self

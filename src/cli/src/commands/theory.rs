@@ -1,6 +1,6 @@
 //! `asymvalley theory`: the theorems' numbers for synthetic asymmetric valleys.
 //!
-//! With no arguments it prints a table of standard cases (DIGEST §2.4's reference cases and
+//! With no arguments it prints a table of standard cases (the reference cases of harness/THEOREMS.md and
 //! more). With any argument it computes one case: the expected shifted loss g(c) = E_δ f(c+δ)
 //! at 0 and at its minimiser c*, the bias window (0, c_max), an SGD run
 //! `x ← x − η(f'(x) + ε)` with ε ~ N(0, noise²) and its average with a batch-means confidence
@@ -48,16 +48,16 @@ pub struct TheoryArgs {
     #[arg(long, value_enum)]
     pub family: Option<FamilyArg>,
     /// Coefficient of the flat side [default: 1].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub a_flat: Option<f64>,
     /// Coefficient of the sharp side [default: 10].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub a_sharp: Option<f64>,
     /// Exponent of the power family, > 1 [default: 2].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub p: Option<f64>,
     /// Sharpness of the smooth family's blend, > 0 [default: 4].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub k: Option<f64>,
     /// Put the flat side on − instead of + (mirror the valley).
     #[arg(long)]
@@ -66,28 +66,28 @@ pub struct TheoryArgs {
     #[arg(long, value_enum)]
     pub shift: Option<ShiftArg>,
     /// The shift law's scale: half-width, σ, b or ±s [default: 1].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub scale: Option<f64>,
     /// SGD step size [default: 0.05].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub eta: Option<f64>,
     /// Standard deviation of the Gaussian gradient noise [default: 1].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub noise: Option<f64>,
     /// SGD steps averaged after burn-in [default: 2000000].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub steps: Option<u64>,
     /// SGD steps discarded before averaging [default: 10000].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub burn_in: Option<u64>,
     /// Batches for the batch-means standard error [default: 50].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub batches: Option<usize>,
     /// Seed of the SGD noise [default: 0].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub seed: Option<u64>,
     /// Width of `sgd_mean_ci` in standard errors [default: 1.96].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub z: Option<f64>,
     /// Print one JSON object instead of text.
     #[arg(long)]
@@ -208,11 +208,70 @@ fn cli_error(e: HarnessError, eta: f64) -> Error {
     }
 }
 
-fn positive(field: &'static str, v: f64) -> Result<f64> {
-    if v > 0.0 && v.is_finite() {
+/// The range where the numbers mean something: coefficients, scales and noise in
+/// [10⁻⁶, 10⁶] keep every f(δ) the quadrature sees below ~10¹⁸ (no overflow, and an absolute
+/// tolerance that still means something), and the SGD products η·f' finite.
+const COEF: (f64, f64) = (1e-6, 1e6);
+
+/// `v` if it is finite and in `[lo, hi]`, else an error naming `field` with the range.
+fn within(field: &'static str, v: f64, (lo, hi): (f64, f64)) -> Result<f64> {
+    if v.is_finite() && (lo..=hi).contains(&v) {
         Ok(v)
     } else {
-        Err(Error::invalid(field, v, "a finite number > 0"))
+        Err(Error::invalid(
+            field,
+            short(v),
+            format!("a finite number in [{lo:e}, {hi:e}]"),
+        ))
+    }
+}
+
+/// `v` for a message: scientific notation when plain digits would be unreadable (1e300).
+fn short(v: f64) -> String {
+    if v != 0.0 && v.is_finite() && !(1e-4..1e6).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        v.to_string()
+    }
+}
+
+/// Refuses a smooth blend past its critical ratio: there it has a second local minimum, so
+/// the theorems' hypothesis (one minimum, at 0, with f' charged by the side) fails and the
+/// SGD mean and the Langevin prediction describe different valleys.
+fn single_minimum(valley: &AnyValley) -> Result<()> {
+    if let AnyValley::Smooth(v) = valley {
+        let critical = SmoothBlend::critical_ratio();
+        if v.ratio() > critical {
+            return Err(Error::invalid(
+                "a-sharp",
+                format!(
+                    "{} (a-sharp/a-flat = {:.4})",
+                    v.a_plus.max(v.a_minus),
+                    v.ratio()
+                ),
+                format!(
+                    "a-sharp/a-flat at most {critical:.4} for the smooth family: past that \
+                     ratio the blend has a second local minimum on its flat side, outside the \
+                     theorems' single-minimum hypothesis (harness/THEOREMS.md §0)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Fails with a clear error when a computed number is not finite (a computation that lost
+/// its meaning), instead of printing NaN.
+fn finite(field: &'static str, v: f64) -> Result<f64> {
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(Error::invalid(
+            field,
+            v,
+            "a finite result: the quadrature or the search did not converge for these \
+             arguments; bring the coefficients and scales closer to 1",
+        ))
     }
 }
 
@@ -222,27 +281,29 @@ impl Case {
     /// # Errors
     /// [`Error::InvalidConfig`] naming the first out-of-range option.
     pub fn from_args(a: &TheoryArgs) -> Result<Self> {
-        let a_flat = positive("a-flat", a.a_flat.unwrap_or(1.0))?;
-        let a_sharp = positive("a-sharp", a.a_sharp.unwrap_or(10.0))?;
+        let a_flat = within("a-flat", a.a_flat.unwrap_or(1.0), COEF)?;
+        let a_sharp = within("a-sharp", a.a_sharp.unwrap_or(10.0), COEF)?;
         let mut valley = match a.family.unwrap_or(FamilyArg::Quadratic) {
             FamilyArg::Quadratic => AnyValley::Quadratic(PiecewiseQuadratic::new(a_flat, a_sharp)),
             FamilyArg::Power => {
                 let p = a.p.unwrap_or(2.0);
-                if !(p > 1.0 && p.is_finite()) {
-                    return Err(Error::invalid("p", p, "a finite exponent > 1"));
+                // p > 1 keeps f' continuous at 0; p ≤ 16 keeps |δ|ᵖ finite at scale 10⁶.
+                if !(p > 1.0 && p <= 16.0) {
+                    return Err(Error::invalid("p", p, "a finite exponent in (1, 16]"));
                 }
                 AnyValley::Power(AsymPower::new(a_flat, a_sharp, p))
             }
             FamilyArg::Smooth => AnyValley::Smooth(SmoothBlend::new(
                 a_flat,
                 a_sharp,
-                positive("k", a.k.unwrap_or(4.0))?,
+                within("k", a.k.unwrap_or(4.0), (1e-3, 1e3))?,
             )),
         };
+        single_minimum(&valley)?;
         if a.mirror {
             valley = valley.mirrored();
         }
-        let s = positive("scale", a.scale.unwrap_or(1.0))?;
+        let s = within("scale", a.scale.unwrap_or(1.0), COEF)?;
         let shift = match a.shift.unwrap_or(ShiftArg::Uniform) {
             ShiftArg::Uniform => Shift::Uniform { half_width: s },
             ShiftArg::Gaussian => Shift::Gaussian { sigma: s },
@@ -250,7 +311,7 @@ impl Case {
             ShiftArg::TwoPoint => Shift::TwoPoint { s },
         };
         let sgd = SgdConfig {
-            eta: positive("eta", a.eta.unwrap_or(0.05))?,
+            eta: within("eta", a.eta.unwrap_or(0.05), (1e-9, 10.0))?,
             steps: a.steps.unwrap_or(2_000_000),
             burn_in: a.burn_in.unwrap_or(10_000),
             x0: 0.0,
@@ -265,8 +326,30 @@ impl Case {
             mirrored: a.mirror,
             shift,
             sgd,
-            noise: positive("noise", a.noise.unwrap_or(1.0))?,
-            z: positive("z", a.z.unwrap_or(1.96))?,
+            noise: within("noise", a.noise.unwrap_or(1.0), COEF)?,
+            z: within("z", a.z.unwrap_or(1.96), (1e-3, 10.0))?,
+        })
+    }
+
+    /// A loud warning when SGD runs outside the small-step regime the Langevin prediction (T4)
+    /// and the tested range of T2 (η·max a ≤ 0.2) describe: with η·a_sharp > 2, a step on the
+    /// sharp side overshoots (|1 − η·a| > 1), so the run is a bounded but chaotic bounce, and
+    /// `langevin_mean` says nothing about it. Piecewise-quadratic and smooth valleys only (the
+    /// power family has no constant curvature).
+    pub fn stability_warning(&self) -> Option<String> {
+        let sharp = match self.valley {
+            AnyValley::Quadratic(q) => q.a_plus.max(q.a_minus),
+            AnyValley::Smooth(v) => v.a_plus.max(v.a_minus),
+            AnyValley::Power(_) => return None,
+        };
+        let product = self.sgd.eta * sharp;
+        (product > 2.0).then(|| {
+            format!(
+                "eta·a_sharp = {} > 2: SGD overshoots on the sharp side, outside the small-step \
+                 regime of the theorems (tested for eta·a_sharp ≤ 0.2); `langevin_mean` does \
+                 not predict this run",
+                short(product)
+            )
         })
     }
 
@@ -289,6 +372,15 @@ impl Case {
             .fold(0.0f64, |m, d| m.max(d.abs()))
         });
         let b = closed.unwrap_or(quad);
+        for (field, v) in [
+            ("g0", b.g0),
+            ("dg0", b.dg0),
+            ("c_star", b.c_star),
+            ("g_c_star", b.g_c_star),
+            ("c_max", b.c_max),
+        ] {
+            finite(field, v)?;
+        }
         let noise = Shift::Gaussian { sigma: self.noise };
         let run =
             simulate(&self.valley, &noise, &self.sgd).map_err(|e| cli_error(e, self.sgd.eta))?;
@@ -297,6 +389,8 @@ impl Case {
             AnyValley::Quadratic(q) => langevin_quadratic(&q, t),
             v => langevin(&v, t),
         };
+        finite("langevin_mean", lp.mean)?;
+        finite("sgd_mean", run.mean.value)?;
         let flat = |frac_pos: f64| {
             if self.mirrored {
                 1.0 - frac_pos
@@ -337,7 +431,7 @@ impl Case {
     }
 }
 
-/// The closed form, where the harness has one (DIGEST D2/D3 and THEOREMS.md T6).
+/// The closed form, where the harness has one (THEOREMS.md D2/D3 and T6).
 fn closed_form(v: &AnyValley, law: &Shift) -> Option<BiasReport> {
     match (v, law) {
         (AnyValley::Quadratic(q), Shift::Uniform { half_width }) => {
@@ -353,7 +447,7 @@ fn closed_form(v: &AnyValley, law: &Shift) -> Option<BiasReport> {
     }
 }
 
-/// The standard cases of the table: DIGEST D2/D3 (a = (1, 10)) under all four laws, the D2
+/// The standard cases of the table: THEOREMS.md D2/D3 (a = (1, 10)) under all four laws, the D2
 /// table's k = 2, 4, 7, the D5 step sizes, a mirrored and a symmetric valley, and the power
 /// and smooth families.
 pub fn standard_cases() -> Vec<Case> {
@@ -480,7 +574,11 @@ pub fn run(args: TheoryArgs) -> Result<()> {
         println!("g(c) = E f(c + δ); g(c) < g(0) on (0, c_max). See harness/THEOREMS.md.");
         return Ok(());
     }
-    let r = Case::from_args(&args)?.compute()?;
+    let case = Case::from_args(&args)?;
+    if let Some(w) = case.stability_warning() {
+        eprintln!("asymvalley: warning: {w}");
+    }
+    let r = case.compute()?;
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
@@ -532,7 +630,7 @@ mod tests {
         ));
     }
 
-    /// The issue's example case reproduces DIGEST D2 and D5 (closed form = quadrature).
+    /// The issue's example case reproduces THEOREMS.md D2 and D5 (closed form = quadrature).
     #[test]
     fn issue_example_case() {
         let a = TheoryArgs {

@@ -1,11 +1,11 @@
-//! Every reference number of DIGEST.md §2.4 (D1–D7) and §6 claims 1–9, reproduced.
+//! Every reference number of `harness/THEOREMS.md` (D1–D7) and its §8 claims 1–9, reproduced.
 //!
-//! The DIGEST numbers are independent references (worked out for the digest, outside this code).
-//! Deterministic numbers are checked to the digits printed (half a unit in the last place,
-//! rounded up). Simulated numbers are one Monte Carlo realisation each, in the digest and here,
-//! with different RNGs: they must agree within 5·√2 batch-means SEs (the √2 covers the digest's
-//! own error, assumed no larger than ours for the same run length), plus half a unit of the
-//! last printed digit.
+//! The reference numbers were worked out by hand and by an independent simulation before this
+//! code existed; THEOREMS.md restates them. Deterministic numbers are checked to the digits
+//! printed (half a unit in the last place, rounded up). Simulated numbers are one Monte Carlo
+//! realisation each, in the reference and here, with different RNGs: they must agree within
+//! 5·√2 batch-means SEs (the √2 covers the reference's own error, assumed no larger than ours
+//! for the same run length), plus half a unit of the last printed digit.
 use crate::bias::{analyze, g, monte_carlo_g};
 use crate::langevin::langevin_quadratic;
 use crate::multidim::{simulate_nd, Separable};
@@ -23,7 +23,7 @@ fn toy() -> PiecewiseQuadratic {
 
 /// Claim 1 and D2: a = (1, 10), δ ~ U[−1, 1]: g(0) = 11/12, c* = 0.519494, g(c*) = 0.384810,
 /// c_max = 1.224745, g(1) = 0.666667, by closed form and by quadrature; Monte Carlo with 2·10⁶
-/// draws agrees within 5 SE (the digest saw 4e-4).
+/// draws agrees within 5 SE (the reference saw 4e-4).
 #[test]
 fn claim1_d2_uniform_reference_numbers() {
     let law = Shift::Uniform { half_width: 1.0 };
@@ -84,7 +84,7 @@ fn claims2_3_d2_table() {
 }
 
 /// Claim 4 and D3: Gaussian σ = 1: g(0) = 2.75, g'(0) = −9/√(2π) = −3.59048, c* = 0.90146,
-/// g(c*) = 1.32652, c_max = 2.11256; Monte Carlo agrees within 5 SE (digest: 4e-3).
+/// g(c*) = 1.32652, c_max = 2.11256; Monte Carlo agrees within 5 SE (reference: 4e-3).
 #[test]
 fn claim4_d3_gaussian_reference_numbers() {
     let law = Shift::Gaussian { sigma: 1.0 };
@@ -119,8 +119,8 @@ proptest! {
 
 /// Claims 6–7 and the D4/D5 table: a = (1, 10), σ = 1, 2·10⁶ steps, 10⁴ burn-in, x₀ = 0.
 /// For each η the simulated w̄, a₊E[x⁺], a₋E[x⁻], the flat fraction and the ratio to the
-/// Langevin prediction match the digest's row within 5√2 SE. To fail, our simulator would have
-/// to differ from the digest's by ≳7 of its own standard errors.
+/// Langevin prediction match the reference row within 5√2 SE. To fail, our simulator would have
+/// to differ from the reference simulation by ≳7 of its own standard errors.
 #[test]
 fn claims6_7_d4_d5_simulation_table() {
     // (η, w̄, Langevin, a₊E[x⁺], a₋E[x⁻], frac x>0, sim/pred ratio)
@@ -165,7 +165,7 @@ fn claims6_7_d4_d5_simulation_table() {
 }
 
 /// Claim 8 and D6: g_unif(0.090) = 0.73591 < 11/12 and g_gauss(0.090) = 2.44873 < 2.75, by
-/// closed form and by quadrature. The digest's five-digit values are those at its simulated
+/// closed form and by quadrature. The reference's five-digit values are those at its simulated
 /// w̄ = 0.08999 (at exactly 0.090 they are 0.735895 and 2.448696), so that is where we evaluate;
 /// both points are inside (0, c_max) either way.
 #[test]
