@@ -1,0 +1,307 @@
+//! The optimizer wrapper `asymvalley::optim::Averaging`: the train2.py schedule against the
+//! values its README prints, averages against an f64 mean of the snapshots the schedule selects,
+//! the annealed learning rate against SWALR's own recursion, bitwise resume, bad input.
+use asymvalley::average::Rule;
+use asymvalley::optim::{Anneal, Averaging, LrPolicy, Schedule, Unit};
+use asymvalley::Error;
+use tch::nn::{self, OptimizerConfig, VarStore};
+use tch::{Device, Kind, Tensor};
+
+/// A least-squares problem `‖Xw − y‖²/n` in a fresh VarStore (fixed seed), with its data.
+fn problem(seed: i64) -> (VarStore, Tensor, Tensor) {
+    tch::manual_seed(seed);
+    let vs = VarStore::new(Device::Cpu);
+    let _ = vs.root().randn_standard("w", &[5, 1]);
+    let _ = vs.root().zeros("b", &[1]);
+    let x = Tensor::randn([32, 5], (Kind::Float, Device::Cpu));
+    let y = Tensor::randn([32, 1], (Kind::Float, Device::Cpu));
+    (vs, x, y)
+}
+
+fn loss(vs: &VarStore, x: &Tensor, y: &Tensor) -> Tensor {
+    let v = vs.variables();
+    (x.matmul(&v["w"]) + &v["b"] - y).square().mean(Kind::Float)
+}
+
+fn sgd(vs: &VarStore) -> nn::Optimizer {
+    nn::Sgd::default().build(vs, 0.05).unwrap()
+}
+
+fn steps(unit: Unit, start: u64, frequency: u64) -> Schedule {
+    Schedule {
+        unit,
+        start,
+        frequency,
+        end: None,
+    }
+}
+
+#[test]
+fn train2_schedule_matches_the_official_readme_values() {
+    // README run: 225 epochs, lr_init 0.1, swa_start 126, swa_lr 0.05.
+    let (vs, _, _) = problem(0);
+    let schedule = Schedule {
+        unit: Unit::Epochs,
+        start: 126,
+        frequency: 1,
+        end: Some(225),
+    };
+    let policy = LrPolicy::Train2 {
+        lr: 0.1,
+        swa_lr: 0.05,
+    };
+    let mut opt = Averaging::new(&vs, sgd(&vs), Rule::Swa, schedule, policy).unwrap();
+    let printed = [
+        (64u64, 0.099008),
+        (80, 0.083135),
+        (100, 0.063294),
+        (113, 0.050397),
+    ];
+    let mut first_average = None;
+    for e in 0..225u64 {
+        let lr = opt.lr();
+        if e <= 63 {
+            assert_eq!(lr, 0.1, "epoch {e}");
+        } else if e >= 114 {
+            assert!((lr - 0.05).abs() < 1e-12, "epoch {e}: {lr}");
+        }
+        if let Some(&(_, want)) = printed.iter().find(|(pe, _)| *pe == e) {
+            assert!((lr - want).abs() < 5e-7, "epoch {e}: {lr} vs {want}");
+        }
+        let before = opt.averager().n_averaged();
+        opt.end_epoch(&vs).unwrap();
+        if before == 0 && opt.averager().n_averaged() == 1 {
+            first_average = Some(e);
+        }
+    }
+    // train2.py averages the ends of epochs 125..=224: 100 snapshots.
+    assert_eq!(first_average, Some(125));
+    assert_eq!(opt.averager().n_averaged(), 100);
+}
+
+#[test]
+fn averages_equal_the_f64_mean_of_the_scheduled_snapshots() {
+    let (vs, x, y) = problem(1);
+    let schedule = steps(Unit::Steps, 3, 2);
+    let policy = LrPolicy::Keep { lr: 0.05 };
+    let mut opt = Averaging::new(&vs, sgd(&vs), Rule::Swa, schedule, policy).unwrap();
+    let mut snaps: Vec<Tensor> = Vec::new();
+    for c in 1..=12u64 {
+        let l = loss(&vs, &x, &y);
+        opt.backward_step(&vs, &l).unwrap();
+        // The snapshots train2.py's rule selects: c ≥ 3, (c − 3) % 2 == 0.
+        if c >= 3 && (c - 3) % 2 == 0 {
+            snaps.push(vs.variables()["w"].to_kind(Kind::Double));
+        }
+    }
+    assert_eq!(snaps.len(), 5);
+    assert_eq!(opt.averager().n_averaged(), 5);
+    let want = Tensor::stack(&snaps, 0).mean_dim(0, false, Kind::Double);
+    let got = opt.averager().averaged("w").unwrap().to_kind(Kind::Double);
+    let err = (got - &want).abs().max().double_value(&[]);
+    assert!(err < 1e-6, "max |avg − mean| = {err}");
+}
+
+/// torch.optim.swa_utils.SWALR.get_lr, step by step: it recovers the starting lr from the lr it
+/// set last, `(lr − α_prev·swa_lr)/(1 − α_prev)`, then sets `swa_lr·α + lr0·(1 − α)`.
+fn swalr_sequence(lr0: f64, swa_lr: f64, anneal: u64, shape: Anneal, n: u64) -> Vec<f64> {
+    let f = |t: f64| match shape {
+        Anneal::Cosine => (1.0 - (std::f64::consts::PI * t).cos()) / 2.0,
+        Anneal::Linear => t,
+    };
+    let mut group_lr = lr0;
+    let mut out = Vec::new();
+    for step_count in 2..(n + 2) {
+        let step = step_count - 1;
+        let prev_t = ((step as f64 - 1.0) / anneal.max(1) as f64).clamp(0.0, 1.0);
+        let prev_alpha = f(prev_t);
+        let initial = if prev_alpha == 1.0 {
+            swa_lr
+        } else {
+            (group_lr - prev_alpha * swa_lr) / (1.0 - prev_alpha)
+        };
+        let t = (step as f64 / anneal.max(1) as f64).clamp(0.0, 1.0);
+        let alpha = f(t);
+        group_lr = swa_lr * alpha + initial * (1.0 - alpha);
+        out.push(group_lr);
+    }
+    out
+}
+
+#[test]
+fn annealed_lr_follows_swalr_at_every_tick() {
+    for shape in [Anneal::Cosine, Anneal::Linear] {
+        let (vs, x, y) = problem(2);
+        let (start, anneal) = (4u64, 5u64);
+        let policy = LrPolicy::Annealed {
+            lr: 0.1,
+            swa_lr: 0.02,
+            steps: anneal,
+            shape,
+        };
+        let mut opt = Averaging::new(
+            &vs,
+            sgd(&vs),
+            Rule::Swa,
+            steps(Unit::Steps, start, 1),
+            policy,
+        )
+        .unwrap();
+        let want = swalr_sequence(0.1, 0.02, anneal, shape, 10);
+        for c in 0..(start + 10) {
+            let lr = opt.lr();
+            if c < start {
+                assert_eq!(lr, 0.1, "{shape:?} tick {c}");
+            } else {
+                let w = want[(c - start) as usize];
+                assert!(
+                    (lr - w).abs() < 1e-12,
+                    "{shape:?} tick {c}: {lr} vs SWALR {w}"
+                );
+            }
+            let l = loss(&vs, &x, &y);
+            opt.backward_step(&vs, &l).unwrap();
+        }
+    }
+}
+
+#[test]
+fn resume_mid_schedule_is_bitwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("averaging.safetensors");
+    let schedule = steps(Unit::Steps, 3, 2);
+    let policy = LrPolicy::Annealed {
+        lr: 0.1,
+        swa_lr: 0.03,
+        steps: 3,
+        shape: Anneal::Cosine,
+    };
+    // Reference: 14 uninterrupted steps.
+    let (vs, x, y) = problem(3);
+    let mut opt = Averaging::new(&vs, sgd(&vs), Rule::Swa, schedule, policy).unwrap();
+    for c in 0..14 {
+        if c == 7 {
+            opt.save(&path).unwrap();
+        }
+        let l = loss(&vs, &x, &y);
+        opt.backward_step(&vs, &l).unwrap();
+    }
+    // Same run, interrupted at 7: a fresh process would rebuild the model and the wrapper.
+    let (vs2, _, _) = problem(3);
+    let mut opt2 = Averaging::new(&vs2, sgd(&vs2), Rule::Swa, schedule, policy).unwrap();
+    for _ in 0..7 {
+        let l = loss(&vs2, &x, &y);
+        opt2.backward_step(&vs2, &l).unwrap();
+    }
+    // The resumed process: a model initialised differently, then loaded with the weights at 7
+    // (`VarStore::copy` is what `VarStore::load` of the caller's model file amounts to).
+    let (mut fresh, _, _) = problem(77);
+    fresh.copy(&vs2).unwrap();
+    let mut resumed = Averaging::new(&fresh, sgd(&fresh), Rule::Swa, schedule, policy).unwrap();
+    resumed.load(&path).unwrap();
+    assert_eq!(resumed.ticks(), 7);
+    assert_eq!(resumed.lr(), opt2.lr());
+    for _ in 7..14 {
+        let l = loss(&fresh, &x, &y);
+        resumed.backward_step(&fresh, &l).unwrap();
+    }
+    for name in ["w", "b"] {
+        assert!(
+            fresh.variables()[name].equal(&vs.variables()[name]),
+            "model {name}"
+        );
+        let a = resumed.averager().averaged(name).unwrap();
+        let b = opt.averager().averaged(name).unwrap();
+        assert!(a.equal(&b), "average {name}");
+    }
+    assert_eq!(resumed.averager().n_averaged(), opt.averager().n_averaged());
+    assert_eq!(resumed.lr(), opt.lr());
+}
+
+#[test]
+fn swap_scope_restores_and_bias_is_affine() {
+    let (vs, x, y) = problem(4);
+    let mut opt = Averaging::new(
+        &vs,
+        sgd(&vs),
+        Rule::Swa,
+        steps(Unit::Steps, 1, 1),
+        LrPolicy::Keep { lr: 0.05 },
+    )
+    .unwrap();
+    for _ in 0..5 {
+        let l = loss(&vs, &x, &y);
+        opt.backward_step(&vs, &l).unwrap();
+    }
+    let own = vs.variables()["w"].copy();
+    let avg = opt.averager().averaged("w").unwrap().copy();
+    let seen = opt
+        .with_average(&vs, || vs.variables()["w"].copy())
+        .unwrap();
+    assert!(seen.equal(&avg));
+    assert!(vs.variables()["w"].equal(&own));
+    opt.write_biased(&vs, 0.5).unwrap();
+    let want = &avg + (&avg - &own) * 0.5;
+    let err = (vs.variables()["w"].copy() - want)
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(err < 1e-6, "{err}");
+}
+
+fn field(e: Error) -> String {
+    e.to_string()
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
+    let (vs, x, y) = problem(5);
+    let keep = LrPolicy::Keep { lr: 0.05 };
+    let new = |s: Schedule, p: LrPolicy| Averaging::new(&vs, sgd(&vs), Rule::Swa, s, p);
+    let e = field(
+        new(
+            Schedule {
+                end: Some(10),
+                ..steps(Unit::Epochs, 11, 1)
+            },
+            keep,
+        )
+        .unwrap_err(),
+    );
+    assert!(
+        e.contains("start") && e.contains("11") && e.contains("10"),
+        "{e}"
+    );
+    let e = field(new(steps(Unit::Steps, 3, 0), keep).unwrap_err());
+    assert!(e.contains("frequency") && e.contains('0'), "{e}");
+    let e = field(new(steps(Unit::Steps, 0, 1), keep).unwrap_err());
+    assert!(e.contains("start"), "{e}");
+    for bad in [-0.1, f64::NAN] {
+        let p = LrPolicy::Constant {
+            lr: 0.1,
+            swa_lr: bad,
+        };
+        let e = field(new(steps(Unit::Steps, 3, 1), p).unwrap_err());
+        assert!(e.contains("swa_lr") && e.contains(&bad.to_string()), "{e}");
+    }
+    let empty = VarStore::new(Device::Cpu);
+    let opt = nn::Sgd::default().build(&empty, 0.1).unwrap();
+    let e =
+        field(Averaging::new(&empty, opt, Rule::Swa, steps(Unit::Steps, 1, 1), keep).unwrap_err());
+    assert!(e.contains("empty VarStore"), "{e}");
+
+    // A variable added after wrapping: the step is refused before the optimizer moves anything.
+    let mut opt = new(steps(Unit::Steps, 1, 1), keep).unwrap();
+    let l = loss(&vs, &x, &y);
+    opt.backward_step(&vs, &l).unwrap();
+    let _ = vs.root().zeros("late", &[2]);
+    let w = vs.variables()["w"].copy();
+    let l = loss(&vs, &x, &y);
+    let e = field(opt.backward_step(&vs, &l).unwrap_err());
+    assert!(e.contains("late"), "{e}");
+    assert!(vs.variables()["w"].equal(&w));
+    assert_eq!(opt.ticks(), 1);
+    assert_eq!(opt.averager().n_averaged(), 1);
+    let e = field(opt.end_epoch(&vs).unwrap_err());
+    assert!(e.contains("end_epoch"), "{e}");
+}
