@@ -305,3 +305,55 @@ fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
     let e = field(opt.end_epoch(&vs).unwrap_err());
     assert!(e.contains("end_epoch"), "{e}");
 }
+
+/// The README's Rust example, verbatim between the markers; `readme_rust_example_is_this_code`
+/// checks that the README still shows exactly this.
+#[test]
+#[rustfmt::skip]
+fn readme_rust_example_runs() -> asymvalley::Result<()> {
+    // README-BEGIN
+    use asymvalley::average::Rule;
+    use asymvalley::optim::{Anneal, Averaging, LrPolicy, Schedule, Unit};
+    use tch::nn::{OptimizerConfig, Sgd, VarStore};
+    use tch::{Device, Kind, Tensor};
+    let vs = VarStore::new(Device::Cpu);
+    let w = vs.root().randn_standard("w", &[3]);
+    let schedule = Schedule { unit: Unit::Steps, start: 10, frequency: 2, end: Some(40) };
+    let lr = LrPolicy::Annealed { lr: 0.1, swa_lr: 0.02, steps: 5, shape: Anneal::Cosine };
+    let mut opt = Averaging::new(&vs, Sgd::default().build(&vs, 0.1)?, Rule::Swa, schedule, lr)?;
+    for _ in 0..40 {
+        let loss = (&w - Tensor::ones([3], (Kind::Float, Device::Cpu))).square().sum(Kind::Float);
+        opt.backward_step(&vs, &loss)?;
+    }
+    assert_eq!(opt.averager().n_averaged(), 16);
+    let avg_w = opt.with_average(&vs, || w.copy())?; // evaluate with the average, then swap back
+    assert!(avg_w.allclose(&opt.averager().averaged("w").unwrap(), 0.0, 0.0, false));
+    // README-END
+    Ok(())
+}
+
+#[test]
+fn readme_rust_example_is_this_code() {
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("## Optimizer wrapper (Rust and Python)")
+        .nth(1)
+        .unwrap();
+    let block = section
+        .split("```rust\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let src = include_str!("optim.rs");
+    let ours = src
+        .split("// README-BEGIN\n")
+        .nth(1)
+        .unwrap()
+        .split("    // README-END")
+        .next()
+        .unwrap();
+    let strip = |s: &str| s.split_whitespace().collect::<String>();
+    assert_eq!(strip(block), strip(ours));
+}

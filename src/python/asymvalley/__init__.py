@@ -26,6 +26,7 @@ from torch.optim.swa_utils import (  # re-exported so that one import changes
 
 __all__ = [
     "AveragedModel",
+    "SWA",
     "SWALR",
     "get_ema_avg_fn",
     "get_ema_multi_avg_fn",
@@ -70,3 +71,4 @@ def load_library() -> str:
 load_library()
 
 from .averaged_model import AveragedModel  # noqa: E402  (needs the ops registered)
+from .swa import SWA  # noqa: E402
