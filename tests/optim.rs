@@ -357,3 +357,80 @@ fn readme_rust_example_is_this_code() {
     let strip = |s: &str| s.split_whitespace().collect::<String>();
     assert_eq!(strip(block), strip(ours));
 }
+
+/// `Linear(5 → 4) → BatchNorm(4)`, trained through the wrapper; the BatchNorm re-estimated inside
+/// the swap equals the sample-weighted mean of the batch statistics of the *averaged* linear layer.
+struct LinearBn {
+    linear: nn::Linear,
+    bn: asymvalley::bn::BatchNorm,
+}
+
+impl asymvalley::bn::BatchNormModel for LinearBn {
+    fn batch_norms(&self) -> Vec<&asymvalley::bn::BatchNorm> {
+        vec![&self.bn]
+    }
+    fn forward_train(&self, xs: &Tensor) -> asymvalley::Result<Tensor> {
+        use tch::nn::Module;
+        self.bn.forward_t(&self.linear.forward(xs), true)
+    }
+}
+
+#[test]
+fn bn_is_reestimated_for_the_average_inside_the_scope_and_restored_after() {
+    use asymvalley::bn::{BatchNormModel, BnWeighting};
+    tch::manual_seed(6);
+    let vs = VarStore::new(Device::Cpu);
+    let linear = nn::linear(vs.root() / "linear", 5, 4, Default::default());
+    let bn = asymvalley::bn::BatchNorm::new(vs.root() / "bn", 4).unwrap();
+    let model = LinearBn { linear, bn };
+    let mut opt = Averaging::new(
+        &vs,
+        sgd(&vs),
+        Rule::Swa,
+        steps(Unit::Steps, 2, 1),
+        LrPolicy::Keep { lr: 0.05 },
+    )
+    .unwrap();
+    let x = Tensor::randn([16, 5], (Kind::Float, Device::Cpu)) * 2.0 + 1.0;
+    for _ in 0..6 {
+        let l = model.forward_train(&x).unwrap().square().mean(Kind::Float);
+        opt.backward_step(&vs, &l).unwrap();
+    }
+    let own_mean = vs.variables()["bn.running_mean"].copy();
+    let batches: Vec<Tensor> = [7i64, 3, 12]
+        .iter()
+        .map(|&b| Tensor::randn([b, 5], (Kind::Float, Device::Cpu)) + 3.0)
+        .collect();
+    let avg_w = opt
+        .averager()
+        .averaged("linear.weight")
+        .unwrap()
+        .to_kind(Kind::Double);
+    let avg_b = opt
+        .averager()
+        .averaged("linear.bias")
+        .unwrap()
+        .to_kind(Kind::Double);
+    // Oracle: the averaged layer applied in f64, batch means weighted by batch size.
+    let (mut want, mut n) = (Tensor::zeros([4], (Kind::Double, Device::Cpu)), 0.0);
+    for xs in &batches {
+        let h = xs.to_kind(Kind::Double).matmul(&avg_w.tr()) + &avg_b;
+        let b = xs.size()[0] as f64;
+        want += h.mean_dim(0, false, Kind::Double) * b;
+        n += b;
+    }
+    let want = want / n;
+    let got = opt
+        .with_average_bn(
+            &vs,
+            &model,
+            batches.iter().map(|t| t.shallow_clone()),
+            BnWeighting::SampleWeighted,
+            || vs.variables()["bn.running_mean"].to_kind(Kind::Double),
+        )
+        .unwrap();
+    let err = (got - want).abs().max().double_value(&[]);
+    assert!(err < 1e-5, "{err}");
+    assert!(vs.variables()["bn.running_mean"].equal(&own_mean));
+    assert!(!opt.averager().is_swapped_in());
+}

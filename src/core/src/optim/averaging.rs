@@ -1,6 +1,7 @@
 //! [`Averaging`]: a tch optimizer plus an averager of the same `VarStore`, driven by a schedule.
 use super::schedule::{LrPolicy, Schedule, Unit};
 use crate::average::{Averager, AveragerConfig, Rule};
+use crate::bn::{reestimate_batch_norm, BatchNormModel, BnWeighting};
 use crate::error::{Error, Result};
 use std::path::Path;
 use tch::nn::{self, VarStore};
@@ -152,6 +153,27 @@ impl Averaging {
         let out = f();
         self.averager.swap_out(vs)?;
         Ok(out)
+    }
+
+    /// Runs `f` with the average swapped in and its own BatchNorm statistics: the swap, one
+    /// re-estimation pass over `batches` through [`reestimate_batch_norm`] (the official
+    /// `bn_update` is [`BnWeighting::SampleWeighted`]), `f`, then the swap back, which also
+    /// restores the model's own running statistics. Returns `f`'s result.
+    pub fn with_average_bn<M, R>(
+        &mut self,
+        vs: &VarStore,
+        model: &M,
+        batches: impl IntoIterator<Item = Tensor>,
+        weighting: BnWeighting,
+        f: impl FnOnce() -> R,
+    ) -> Result<R>
+    where
+        M: BatchNormModel + ?Sized,
+    {
+        self.averager.swap_in(vs)?;
+        let out = reestimate_batch_norm(model, batches, weighting).map(|_| f());
+        self.averager.swap_out(vs)?;
+        out
     }
 
     /// Writes the average into the model for good (the end of training; torchcontrib's final
