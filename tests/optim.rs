@@ -198,7 +198,7 @@ fn resume_mid_schedule_is_bitwise() {
     let (mut fresh, _, _) = problem(77);
     fresh.copy(&vs2).unwrap();
     let mut resumed = Averaging::new(&fresh, sgd(&fresh), Rule::Swa, schedule, policy).unwrap();
-    resumed.load(&path).unwrap();
+    resumed.load(&fresh, &path).unwrap();
     assert_eq!(resumed.ticks(), 7);
     assert_eq!(resumed.lr(), opt2.lr());
     for _ in 7..14 {
@@ -433,4 +433,72 @@ fn bn_is_reestimated_for_the_average_inside_the_scope_and_restored_after() {
     assert!(err < 1e-5, "{err}");
     assert!(vs.variables()["bn.running_mean"].equal(&own_mean));
     assert!(!opt.averager().is_swapped_in());
+}
+
+#[test]
+fn swa_and_ema_together_each_match_their_f64_reference_and_resume() {
+    use asymvalley::average::EmaConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("both.safetensors");
+    let schedule = steps(Unit::Steps, 4, 3);
+    let keep = LrPolicy::Keep { lr: 0.05 };
+    let run = |n: usize, load: bool| {
+        let (vs, x, y) = problem(8);
+        let mut opt = Averaging::new(&vs, sgd(&vs), Rule::Swa, schedule, keep)
+            .unwrap()
+            .with_ema(&vs, EmaConfig::new(0.8))
+            .unwrap();
+        let mut snaps = Vec::new();
+        for c in 0..n {
+            if load && c == 5 {
+                // A fresh wrapper (empty averages, position 0) resumed from the file.
+                opt = Averaging::new(&vs, sgd(&vs), Rule::Swa, schedule, keep)
+                    .unwrap()
+                    .with_ema(&vs, EmaConfig::new(0.8))
+                    .unwrap();
+                opt.load(&vs, &path).unwrap();
+                assert_eq!(opt.ticks(), 5);
+            } else if !load && c == 5 {
+                opt.save(&path).unwrap();
+            }
+            let l = loss(&vs, &x, &y);
+            opt.backward_step(&vs, &l).unwrap();
+            snaps.push(vs.variables()["w"].to_kind(Kind::Double));
+        }
+        (opt, snaps)
+    };
+    let (opt, snaps) = run(12, false);
+    // EMA: the first step copies, then avg ← 0.8·avg + 0.2·w, in f64.
+    let mut ema = snaps[0].copy();
+    for s in &snaps[1..] {
+        ema = ema * 0.8 + s * 0.2;
+    }
+    let got = opt
+        .ema()
+        .unwrap()
+        .averaged("w")
+        .unwrap()
+        .to_kind(Kind::Double);
+    assert!((got - &ema).abs().max().double_value(&[]) < 1e-6);
+    // SWA: completed steps 4, 7, 10.
+    let picked: Vec<Tensor> = [4usize, 7, 10]
+        .iter()
+        .map(|&c| snaps[c - 1].shallow_clone())
+        .collect();
+    let want = Tensor::stack(&picked, 0).mean_dim(0, false, Kind::Double);
+    let got = opt.averager().averaged("w").unwrap().to_kind(Kind::Double);
+    assert!((got - want).abs().max().double_value(&[]) < 1e-6);
+    // The same run with its wrapper rebuilt at step 5 and resumed from the file: bitwise equal.
+    let (again, _) = run(12, true);
+    assert!(again
+        .ema()
+        .unwrap()
+        .averaged("w")
+        .unwrap()
+        .equal(&opt.ema().unwrap().averaged("w").unwrap()));
+    assert!(again
+        .averager()
+        .averaged("w")
+        .unwrap()
+        .equal(&opt.averager().averaged("w").unwrap()));
 }

@@ -1,6 +1,6 @@
 //! [`Averaging`]: a tch optimizer plus an averager of the same `VarStore`, driven by a schedule.
 use super::schedule::{LrPolicy, Schedule, Unit};
-use crate::average::{Averager, AveragerConfig, Rule};
+use crate::average::{Averager, AveragerConfig, EmaConfig, Rule};
 use crate::bn::{reestimate_batch_norm, BatchNormModel, BnWeighting};
 use crate::error::{Error, Result};
 use std::path::Path;
@@ -19,6 +19,8 @@ pub struct Averaging {
     averager: Averager,
     schedule: Schedule,
     lr: LrPolicy,
+    /// An optional EMA updated after every optimizer step, alongside the scheduled average.
+    ema: Option<Averager>,
 }
 
 impl std::fmt::Debug for Averaging {
@@ -61,7 +63,36 @@ impl Averaging {
             averager,
             schedule,
             lr,
+            ema: None,
         })
+    }
+
+    /// Adds an EMA (with its warm-up) updated after every optimizer step from now on, next to the
+    /// scheduled average: SWA and EMA in one run. Its first update copies the model.
+    ///
+    /// # Errors
+    /// An out-of-range decay or warm-up, or an EMA already added; nothing changes then.
+    pub fn with_ema(mut self, vs: &VarStore, ema: EmaConfig) -> Result<Self> {
+        if self.ema.is_some() {
+            return Err(Error::invalid(
+                "with_ema",
+                "a second EMA",
+                "at most one EMA per wrapper",
+            ));
+        }
+        self.ema = Some(Averager::new(
+            vs,
+            AveragerConfig {
+                rule: Rule::Ema(ema),
+                ..AveragerConfig::swa()
+            },
+        )?);
+        Ok(self)
+    }
+
+    /// The per-step EMA, when one was added with [`with_ema`](Self::with_ema).
+    pub fn ema(&self) -> Option<&Averager> {
+        self.ema.as_ref()
     }
 
     /// The completed ticks (steps or epochs, as the schedule counts).
@@ -107,6 +138,9 @@ impl Averaging {
     pub fn step(&mut self, vs: &VarStore) -> Result<()> {
         self.check_model(vs)?;
         self.opt.step();
+        if let Some(ema) = self.ema.as_mut() {
+            ema.update(vs)?;
+        }
         if self.schedule.unit == Unit::Steps {
             self.tick(vs)?;
         }
@@ -130,7 +164,7 @@ impl Averaging {
     }
 
     fn check_model(&self, vs: &VarStore) -> Result<()> {
-        if self.averager.is_swapped_in() {
+        if self.averager.is_swapped_in() || self.ema.as_ref().is_some_and(Averager::is_swapped_in) {
             return Err(Error::invalid(
                 "step",
                 "called while the average is swapped into the model",
@@ -191,16 +225,43 @@ impl Averaging {
 
     /// Saves the averaging state and the schedule position, atomically (the model is the caller's
     /// `VarStore::save`; tch cannot save the inner optimizer's state).
+    ///
+    /// The EMA, if any, goes to `<path>.ema` (also atomic, written second).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        self.averager.save(path)
+        let path = path.as_ref();
+        self.averager.save(path)?;
+        match &self.ema {
+            Some(ema) => ema.save(ema_path(path)),
+            None => Ok(()),
+        }
     }
 
     /// Resumes from [`save`](Self::save): the average, the position, and the learning rate of the
     /// next tick. On error nothing changes.
-    pub fn load(&mut self, path: impl AsRef<Path>) -> Result<()> {
+    pub fn load(&mut self, vs: &VarStore, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        if let Some(ema) = &self.ema {
+            // Both files are checked by loading into scratch copies before either is applied.
+            let mut main = Averager::new(vs, *self.averager.config())?;
+            main.load(path)?;
+            let mut e = Averager::new(vs, *ema.config())?;
+            e.load(ema_path(path))?;
+            self.averager = main;
+            self.ema = Some(e);
+            let lr = self.lr();
+            self.opt.set_lr(lr);
+            return Ok(());
+        }
+        self.averager.model_variables(vs)?;
         self.averager.load(path)?;
         let lr = self.lr();
         self.opt.set_lr(lr);
         Ok(())
     }
+}
+
+fn ema_path(path: &Path) -> std::path::PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".ema");
+    p.into()
 }

@@ -5,7 +5,8 @@
 //!   `torch.optim.swa_utils.SWALR` does, or the piecewise-linear schedule of the paper's official
 //!   `train2.py`);
 //! - [`averaging`]: [`Averaging`], which owns the inner `nn::Optimizer` and an
-//!   [`Averager`](crate::average::Averager) over the same `VarStore`.
+//!   [`Averager`](crate::average::Averager) over the same `VarStore`, plus optionally a per-step
+//!   EMA next to the scheduled average ([`Averaging::with_ema`]: SWA and EMA in one run).
 //!
 //! What tch can save: tch 0.24's `nn::Optimizer` exposes no way to read or write its internal
 //! state (SGD momentum buffers, Adam moments and step counts). [`Averaging::save`] therefore saves
