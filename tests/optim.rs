@@ -502,3 +502,50 @@ fn swa_and_ema_together_each_match_their_f64_reference_and_resume() {
         .unwrap()
         .equal(&opt.averager().averaged("w").unwrap()));
 }
+
+#[test]
+fn coptimizer_with_momentum_on_epochs_averages_the_epoch_ends_and_is_returned() {
+    let (vs, x, y) = problem(9);
+    let mut copt = tch::COptimizer::sgd(0.1, 0.9, 0.0, 1e-4, false).unwrap();
+    for t in vs.trainable_variables() {
+        copt.add_parameters(&t, 0).unwrap();
+    }
+    let schedule = Schedule {
+        unit: Unit::Epochs,
+        start: 3,
+        frequency: 1,
+        end: Some(6),
+    };
+    let policy = LrPolicy::Train2 {
+        lr: 0.1,
+        swa_lr: 0.05,
+    };
+    let mut opt = Averaging::new(&vs, copt, Rule::Swa, schedule, policy).unwrap();
+    let mut ends = Vec::new();
+    for e in 0..6u64 {
+        // train2.py with swa_start 3: t = e/3; factor 1, then linear, then r = 0.5.
+        let t = e as f64 / 3.0;
+        let want = if t <= 0.5 {
+            0.1
+        } else if t <= 0.9 {
+            0.1 * (1.0 - 0.5 * (t - 0.5) / 0.4)
+        } else {
+            0.05
+        };
+        assert!((opt.lr() - want).abs() < 1e-12, "epoch {e}");
+        for _ in 0..3 {
+            let l = loss(&vs, &x, &y);
+            opt.backward_step(&vs, &l).unwrap();
+        }
+        opt.end_epoch(&vs).unwrap();
+        if e >= 2 {
+            ends.push(vs.variables()["w"].to_kind(Kind::Double));
+        }
+    }
+    let want = Tensor::stack(&ends, 0).mean_dim(0, false, Kind::Double);
+    let (copt, averager) = opt.into_parts();
+    let got = averager.averaged("w").unwrap().to_kind(Kind::Double);
+    assert!((got - want).abs().max().double_value(&[]) < 1e-6);
+    assert_eq!(averager.n_averaged(), 4);
+    copt.zero_grad().unwrap(); // the inner optimizer, with its momentum, is the caller's again
+}

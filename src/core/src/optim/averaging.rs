@@ -1,4 +1,5 @@
 //! [`Averaging`]: a tch optimizer plus an averager of the same `VarStore`, driven by a schedule.
+use super::inner::InnerOptimizer;
 use super::schedule::{LrPolicy, Schedule, Unit};
 use crate::average::{Averager, AveragerConfig, EmaConfig, Rule};
 use crate::bn::{reestimate_batch_norm, BatchNormModel, BnWeighting};
@@ -14,8 +15,8 @@ use tch::Tensor;
 /// then on every `frequency`-th tick averages. The learning rate of the next tick is set from the
 /// [`LrPolicy`] after each tick. The averager's own step counter is the schedule position, so
 /// [`save`](Self::save) / [`load`](Self::load) resume the schedule and the learning rate exactly.
-pub struct Averaging {
-    opt: nn::Optimizer,
+pub struct Averaging<O: InnerOptimizer = nn::Optimizer> {
+    opt: O,
     averager: Averager,
     schedule: Schedule,
     lr: LrPolicy,
@@ -23,7 +24,7 @@ pub struct Averaging {
     ema: Option<Averager>,
 }
 
-impl std::fmt::Debug for Averaging {
+impl<O: InnerOptimizer> std::fmt::Debug for Averaging<O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Averaging")
             .field("averager", &self.averager)
@@ -33,7 +34,7 @@ impl std::fmt::Debug for Averaging {
     }
 }
 
-impl Averaging {
+impl<O: InnerOptimizer> Averaging<O> {
     /// Wraps `opt`, which optimizes the trainable variables of `vs`, with the averaging `rule`
     /// (SWA, or EMA with its warm-up) on `schedule`, and sets the first tick's learning rate.
     ///
@@ -42,7 +43,7 @@ impl Averaging {
     /// NaN learning rate, or a `VarStore` without variables; nothing is changed then.
     pub fn new(
         vs: &VarStore,
-        mut opt: nn::Optimizer,
+        mut opt: O,
         rule: Rule,
         schedule: Schedule,
         lr: LrPolicy,
@@ -57,7 +58,7 @@ impl Averaging {
             average_buffers: false,
         };
         let averager = Averager::new(vs, config)?;
-        opt.set_lr(lr.lr_at(&schedule, 0));
+        opt.set_lr(lr.lr_at(&schedule, 0))?;
         Ok(Averaging {
             opt,
             averager,
@@ -112,19 +113,24 @@ impl Averaging {
 
     /// The inner optimizer, e.g. to change its momentum. Its learning rate is reset by the policy
     /// at every tick.
-    pub fn optimizer_mut(&mut self) -> &mut nn::Optimizer {
+    pub fn optimizer_mut(&mut self) -> &mut O {
         &mut self.opt
     }
 
+    /// Ends the wrapping: the inner optimizer (with its state) and the averager.
+    pub fn into_parts(self) -> (O, Averager) {
+        (self.opt, self.averager)
+    }
+
     /// Zeroes the gradients of the optimized variables.
-    pub fn zero_grad(&mut self) {
-        self.opt.zero_grad();
+    pub fn zero_grad(&mut self) -> Result<()> {
+        self.opt.zero_grad()
     }
 
     /// `zero_grad`, `loss.backward()`, then [`step`](Self::step).
     pub fn backward_step(&mut self, vs: &VarStore, loss: &Tensor) -> Result<()> {
         self.check_model(vs)?;
-        self.opt.zero_grad();
+        self.opt.zero_grad()?;
         loss.f_backward()?;
         self.step(vs)
     }
@@ -137,7 +143,7 @@ impl Averaging {
     /// or the average is swapped in: the step is refused before the optimizer runs.
     pub fn step(&mut self, vs: &VarStore) -> Result<()> {
         self.check_model(vs)?;
-        self.opt.step();
+        self.opt.step()?;
         if let Some(ema) = self.ema.as_mut() {
             ema.update(vs)?;
         }
@@ -176,8 +182,7 @@ impl Averaging {
 
     fn tick(&mut self, vs: &VarStore) -> Result<()> {
         self.averager.update(vs)?;
-        self.opt.set_lr(self.lr());
-        Ok(())
+        self.opt.set_lr(self.lr())
     }
 
     /// Runs `f` with the average swapped into `vs` (for evaluation), then puts the model's own
@@ -249,14 +254,12 @@ impl Averaging {
             self.averager = main;
             self.ema = Some(e);
             let lr = self.lr();
-            self.opt.set_lr(lr);
-            return Ok(());
+            return self.opt.set_lr(lr);
         }
         self.averager.model_variables(vs)?;
         self.averager.load(path)?;
         let lr = self.lr();
-        self.opt.set_lr(lr);
-        Ok(())
+        self.opt.set_lr(lr)
     }
 }
 

@@ -4,17 +4,20 @@
 //!   rate through the averaging phase (constant, cosine or linear annealing as
 //!   `torch.optim.swa_utils.SWALR` does, or the piecewise-linear schedule of the paper's official
 //!   `train2.py`);
-//! - [`averaging`]: [`Averaging`], which owns the inner `nn::Optimizer` and an
+//! - [`inner`]: [`InnerOptimizer`], implemented for `nn::Optimizer` and `tch::COptimizer`;
+//! - [`averaging`]: [`Averaging`], which owns the inner optimizer and an
 //!   [`Averager`](crate::average::Averager) over the same `VarStore`, plus optionally a per-step
 //!   EMA next to the scheduled average ([`Averaging::with_ema`]: SWA and EMA in one run).
 //!
-//! What tch can save: tch 0.24's `nn::Optimizer` exposes no way to read or write its internal
+//! What tch can save: tch 0.24's `nn::Optimizer` and `COptimizer` expose no way to read or write its internal
 //! state (SGD momentum buffers, Adam moments and step counts). [`Averaging::save`] therefore saves
 //! the averaging state and the schedule position (which fixes the learning rate), and the model
 //! itself is the caller's `VarStore::save`. A resume is bitwise only for an inner optimizer without
 //! state (plain SGD, momentum 0); with momentum or Adam the inner optimizer restarts cold.
 pub mod averaging;
+pub mod inner;
 pub mod schedule;
 
 pub use averaging::Averaging;
+pub use inner::InnerOptimizer;
 pub use schedule::{Anneal, LrPolicy, Schedule, Unit};
