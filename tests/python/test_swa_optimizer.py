@@ -224,6 +224,8 @@ def test_bad_input_is_refused_and_changes_nothing():
     ]:
         with pytest.raises(ValueError, match=word):
             SWA(base, **kwargs)
+    with pytest.warns(UserWarning, match="swa_lr is ignored"):  # as torchcontrib warns
+        SWA(base, swa_lr=0.05)
     empty = torch.optim.SGD([{"params": []}], lr=0.1)
     with pytest.raises(ValueError, match="no parameters"):
         SWA(empty)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from typing import Any, Iterator
 
 import torch
@@ -82,6 +83,8 @@ class SWA:
                 )
         if swa_lr is not None and not (isinstance(swa_lr, (int, float)) and math.isfinite(swa_lr) and swa_lr >= 0):
             raise ValueError(f"swa_lr: got {swa_lr}, expected a finite number >= 0")
+        if not auto and swa_lr is not None:
+            warnings.warn("SWA: manual mode (swa_start or swa_freq is None), so swa_lr is ignored", stacklevel=2)
         if mode not in ("swa", "ema"):
             raise ValueError(f"mode: got {mode!r}, expected 'swa' or 'ema'")
         if mode == "ema" and not (0.0 < decay < 1.0):
