@@ -11,6 +11,8 @@ mod checkpoint;
 mod errors;
 /// The TorchScript op library from Rust: a PyTorch-saved module holding an Averager, via CModule.
 mod op_library;
+/// The optimizer wrapper: train2.py schedule, f64-reference averages, SWALR lr, bitwise resume.
+mod optim;
 /// The averaging theorems through the project's own SWA (SGD in tch on synthetic valleys).
 mod theorems_through_averager;
 /// `asymvalley theory` on extreme arguments and past the smooth blend's critical ratio.

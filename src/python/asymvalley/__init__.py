@@ -25,6 +25,7 @@ from ._library import LibraryError, library_path, load_library, loaded_library
 
 __all__ = [
     "AveragedModel",
+    "SWA",
     "SWALR",
     "get_ema_avg_fn",
     "get_ema_multi_avg_fn",
@@ -40,3 +41,4 @@ __all__ = [
 load_library()
 
 from .averaged_model import AveragedModel  # noqa: E402  (needs the ops registered)
+from .swa import SWA  # noqa: E402
