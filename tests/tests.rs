@@ -11,6 +11,8 @@ mod checkpoint;
 mod errors;
 /// The TorchScript op library from Rust: a PyTorch-saved module holding an Averager, via CModule.
 mod op_library;
+/// The fused-update plan: every element covered once over real model and adversarial shapes.
+mod plan;
 /// The averaging theorems through the project's own SWA (SGD in tch on synthetic valleys).
 mod theorems_through_averager;
 /// The demo's training pieces: the train2.py schedule and SWA over a real training run.

@@ -33,6 +33,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod names;
 pub mod network;
+pub mod plan;
 pub mod shim;
 pub mod valley;
 
