@@ -203,3 +203,121 @@ fn bad_arguments_are_refused_by_name() {
         other => panic!("overflow: expected InvalidConfig(sizes), got {other:?}"),
     }
 }
+
+/// The CPU fused pass against libtorch's own `lerp` on each tensor (the independent oracle),
+/// over ResNet-50's real shapes and every source dtype, with fp32 and fp64 averages.
+mod cpu_pass {
+    use asymvalley::plan::{lerp_cpu, Layout};
+    use asymvalley::Error;
+    use tch::{Kind, Tensor};
+
+    fn pair(sizes: &[u64], avg_kind: Kind, src_kind: Kind) -> (Vec<Tensor>, Vec<Tensor>) {
+        tch::manual_seed(15);
+        let avg = sizes
+            .iter()
+            .map(|&n| Tensor::randn([n as i64], (avg_kind, tch::Device::Cpu)))
+            .collect();
+        let src = sizes
+            .iter()
+            .map(|&n| Tensor::randn([n as i64], (src_kind, tch::Device::Cpu)))
+            .collect();
+        (avg, src)
+    }
+
+    #[test]
+    fn matches_torch_lerp_for_every_dtype() {
+        let models = super::model_sizes();
+        let (_, resnet) = models
+            .iter()
+            .find(|(n, _)| n == "resnet50")
+            .expect("resnet50");
+        let mut sizes: Vec<u64> = resnet.clone();
+        sizes.extend([1, 3, 4097, 0, 5]);
+        let layout = Layout::new(&sizes, 4096, 4).expect("valid layout");
+        for (avg_kind, src_kind, tol) in [
+            (Kind::Float, Kind::Float, 1e-6),
+            (Kind::Float, Kind::BFloat16, 1e-6),
+            (Kind::Float, Kind::Half, 1e-6),
+            (Kind::Float, Kind::Double, 1e-6),
+            (Kind::Double, Kind::Double, 1e-14),
+            (Kind::Double, Kind::Float, 1e-14),
+        ] {
+            let (mut avg, src) = pair(&sizes, avg_kind, src_kind);
+            let w = 0.37;
+            let want: Vec<Tensor> = avg
+                .iter()
+                .zip(&src)
+                .map(|(a, s)| a.to_kind(Kind::Double).lerp(&s.to_kind(Kind::Double), w))
+                .collect();
+            lerp_cpu(&layout, &mut avg, &src, w).expect("valid call");
+            for (t, (a, e)) in avg.iter().zip(&want).enumerate() {
+                if a.numel() == 0 {
+                    continue;
+                }
+                let err = (a.to_kind(Kind::Double) - e).abs().max().double_value(&[]);
+                assert!(
+                    err <= tol * 8.0,
+                    "{avg_kind:?}<-{src_kind:?} tensor {t}: max error {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn first_update_copies_exactly() {
+        let sizes = [64u64, 9408, 1, 7];
+        let layout = Layout::new(&sizes, 4096, 4).expect("valid layout");
+        let (mut avg, src) = pair(&sizes, Kind::Float, Kind::Float);
+        lerp_cpu(&layout, &mut avg, &src, 1.0).expect("valid call");
+        for (a, s) in avg.iter().zip(&src) {
+            assert!(a.equal(s));
+        }
+    }
+
+    #[test]
+    fn refused_calls_change_nothing() {
+        let sizes = [10u64, 20];
+        let layout = Layout::new(&sizes, 4096, 4).expect("valid layout");
+        let (avg, src) = pair(&sizes, Kind::Float, Kind::Float);
+        let before: Vec<Tensor> = avg.iter().map(|a| a.copy()).collect();
+        let check = |mut avg: Vec<Tensor>, src: &[Tensor], w: f64, what: &str| {
+            let r = lerp_cpu(&layout, &mut avg, src, w);
+            assert!(r.is_err(), "{what}: accepted");
+            let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
+            for (a, b) in avg.iter().zip(&before) {
+                assert!(a.equal(b), "{what}: modified ({msg})");
+            }
+            msg
+        };
+        let copy = |v: &[Tensor]| v.iter().map(|a| a.copy()).collect::<Vec<_>>();
+        let m = check(copy(&avg), &src, 1.5, "weight");
+        assert!(m.contains("weight") && m.contains("1.5"), "{m}");
+        let m = check(copy(&avg), &src[..1], 0.5, "length");
+        assert!(m.contains("src") && m.contains('1'), "{m}");
+        let mut wrong = copy(&src);
+        wrong[1] = Tensor::zeros([21], (Kind::Float, tch::Device::Cpu));
+        let m = check(copy(&avg), &wrong, 0.5, "size");
+        assert!(m.contains("src[1]") && m.contains("21"), "{m}");
+        let mut half_avg = copy(&avg);
+        half_avg[1] = avg[1].to_kind(Kind::BFloat16);
+        let r = lerp_cpu(&layout, &mut half_avg, &src, 0.5);
+        let m = r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(m.contains("avg[1]") && m.contains("BFloat16"), "{m}");
+        assert!(
+            half_avg[0].equal(&before[0]),
+            "avg[0] modified by a refused call"
+        );
+        let strided = Tensor::zeros([20, 2], (Kind::Float, tch::Device::Cpu)).select(1, 0);
+        let mut s2 = copy(&src);
+        s2[1] = strided;
+        let m = check(copy(&avg), &s2, 0.5, "contiguity");
+        assert!(m.contains("contiguous"), "{m}");
+        assert!(matches!(
+            lerp_cpu(&layout, &mut copy(&avg), &src, f64::NAN),
+            Err(Error::InvalidConfig {
+                field: "weight",
+                ..
+            })
+        ));
+    }
+}

@@ -130,6 +130,11 @@ impl Layout {
         self.total
     }
 
+    /// The per-tensor element counts, in plan order.
+    pub fn sizes(&self) -> &[u64] {
+        &self.sizes
+    }
+
     /// The per-tensor virtual starts (the table the kernel reads next to `first_tensor`).
     pub fn starts(&self) -> &[u64] {
         &self.starts

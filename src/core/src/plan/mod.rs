@@ -7,6 +7,9 @@
 //! the 64-element BatchNorm vectors of a ResNet share a block instead of costing one each. The
 //! same arithmetic is written once more in C (`csrc/fused/plan.cuh`) for the kernel; the tests of
 //! this module are the exhaustive check of both forms' contract.
+pub mod cpu;
+mod ffi;
 pub mod layout;
 
+pub use cpu::lerp_cpu;
 pub use layout::{Layout, Segment};
