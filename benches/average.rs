@@ -4,12 +4,17 @@
 //! - `per_tensor_lerp`: one tch `lerp_` per parameter into its own average tensor (what pure
 //!   tch can do: it binds no `_foreach_*`);
 //! - `averager`: [`Averager::update`] on a VarStore (flat buffer per group, fused shim call);
+//! - `fused_cpu`: [`asymvalley::plan::lerp_cpu`], one parallel pass over all the per-parameter
+//!   tensors through the fused plan (summary only);
+//! - `flat_lerp`: one in-place `lerp_` over two flat buffers of the same total size, the CPU floor
+//!   the fused pass is held to (summary only);
 //! - `floor_copy`: a device copy moving 12 bytes per parameter (read avg, read param, write avg),
 //!   the memory-bandwidth floor of any averaging update.
 //!
 //! After criterion's runs, a summary times each again (median of 15) in the same process and
 //! prints ours / floor and per-tensor / ours, and writes `target/bench/average.json`.
 use asymvalley::average::{Averager, AveragerConfig};
+use asymvalley::plan::{lerp_cpu, Layout};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use std::time::{Duration, Instant};
 use tch::{nn, Device, Kind, Tensor};
@@ -33,6 +38,9 @@ struct Case {
     per_tensor_src: Vec<Tensor>,
     copy_src: Tensor,
     copy_dst: Tensor,
+    layout: Layout,
+    flat_avg: Tensor,
+    flat_src: Tensor,
 }
 
 fn case(shapes: &[Vec<i64>]) -> Case {
@@ -56,7 +64,17 @@ fn case(shapes: &[Vec<i64>]) -> Case {
     let floor_elems = params * 3 / 2;
     let copy_src = Tensor::randn([floor_elems], (Kind::Float, Device::Cpu));
     let copy_dst = Tensor::zeros([floor_elems], (Kind::Float, Device::Cpu));
+    let sizes: Vec<u64> = shapes
+        .iter()
+        .map(|s| s.iter().product::<i64>() as u64)
+        .collect();
+    let layout = Layout::new(&sizes, 4096, 4).expect("layout");
+    let flat_avg = Tensor::zeros([params], (Kind::Float, Device::Cpu));
+    let flat_src = Tensor::randn([params], (Kind::Float, Device::Cpu));
     Case {
+        layout,
+        flat_avg,
+        flat_src,
         params,
         vs,
         averager,
@@ -77,6 +95,14 @@ fn per_tensor_lerp(c: &Case) {
 
 fn averager_update(c: &mut Case) {
     c.averager.update(&c.vs).expect("update");
+}
+
+fn fused_cpu(c: &mut Case) {
+    lerp_cpu(&c.layout, &mut c.per_tensor_avg, &c.per_tensor_src, 0.5).expect("fused pass");
+}
+
+fn flat_lerp(c: &Case) {
+    let _ = c.flat_avg.shallow_clone().lerp_(&c.flat_src, 0.5);
 }
 
 fn floor_copy(c: &Case) {
@@ -121,11 +147,14 @@ pub fn average(cr: &mut Criterion) {
         let floor = median_ms(|| floor_copy(&c));
         let ours = median_ms(|| averager_update(&mut c));
         let loop_ms = median_ms(|| per_tensor_lerp(&c));
+        let flat = median_ms(|| flat_lerp(&c));
+        let fused = median_ms(|| fused_cpu(&mut c));
         let gbps = 12.0 * c.params as f64 / (floor * 1e-3) / 1e9;
         summary.push(serde_json::json!({
             "model": model, "tensors": shapes.len(), "params": c.params,
             "floor_ms": floor, "averager_ms": ours, "per_tensor_lerp_ms": loop_ms,
             "copy_bandwidth_gb_s": gbps, "averager_over_floor": ours / floor, "per_tensor_over_averager": loop_ms / ours,
+            "flat_lerp_ms": flat, "fused_cpu_ms": fused, "fused_over_flat_lerp": fused / flat,
         }));
     }
     println!(
@@ -160,6 +189,19 @@ pub fn average(cr: &mut Criterion) {
         format!("{out}/average.json"),
         serde_json::to_string_pretty(&summary).unwrap_or_default(),
     );
+    println!(
+        "{:<10} {:>13} {:>13} {:>12}",
+        "model", "flat lerp ms", "fused cpu ms", "fused/flat"
+    );
+    for s in &summary {
+        println!(
+            "{:<10} {:>13.2} {:>13.2} {:>11.2}x",
+            s["model"].as_str().unwrap_or(""),
+            s["flat_lerp_ms"].as_f64().unwrap_or(0.0),
+            s["fused_cpu_ms"].as_f64().unwrap_or(0.0),
+            s["fused_over_flat_lerp"].as_f64().unwrap_or(0.0),
+        );
+    }
     println!("written: {out}/average.json");
 }
 

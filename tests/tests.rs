@@ -13,6 +13,8 @@ mod errors;
 mod op_library;
 /// The optimizer wrapper: train2.py schedule, f64-reference averages, SWALR lr, bitwise resume.
 mod optim;
+/// The fused-update plan: every element covered once over real model and adversarial shapes.
+mod plan;
 /// The averaging theorems through the project's own SWA (SGD in tch on synthetic valleys).
 mod theorems_through_averager;
 /// `asymvalley theory` on extreme arguments and past the smooth blend's critical ratio.

@@ -42,6 +42,21 @@ fn main() {
     }
     build.compile("asymvalley_core_cxx");
 
+    // The fused update's CPU pass (csrc/fused): its own build so that the kernel headers it
+    // shares with the CUDA source stay apart from the shim's files.
+    let mut fused = cc::Build::new();
+    fused
+        .cpp(true)
+        .std("c++17")
+        .include(torch_root.join("include"))
+        .include(csrc.join("fused"))
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .flag_if_supported("-Wno-unused-parameter")
+        .warnings(false)
+        .opt_level(3)
+        .file(csrc.join("fused").join("cpu.cpp"))
+        .compile("asymvalley_fused_cpu");
+
     let lib = lib_dir.display();
     println!("cargo:rustc-link-search=native={lib}");
     println!("cargo:rustc-link-lib=dylib=torch_cpu");

@@ -34,6 +34,7 @@ pub mod error;
 pub mod names;
 pub mod network;
 pub mod optim;
+pub mod plan;
 pub mod shim;
 pub mod valley;
 

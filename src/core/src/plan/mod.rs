@@ -1,0 +1,15 @@
+//! The fused-update plan: how one kernel launch (or one CPU parallel pass) covers every averaged
+//! tensor of a model, whatever their number, sizes and dtypes.
+//!
+//! [`layout::Layout`] is the indexing: the tensors are laid end to end in one *virtual* element
+//! space, each starting at a multiple of the vector width, and the space is cut into equal blocks.
+//! A block is one CUDA thread block (or one CPU task); it walks the tensors its range touches, so
+//! the 64-element BatchNorm vectors of a ResNet share a block instead of costing one each. The
+//! same arithmetic is written once more in C (`csrc/fused/plan.cuh`) for the kernel; the tests of
+//! this module are the exhaustive check of both forms' contract.
+pub mod cpu;
+mod ffi;
+pub mod layout;
+
+pub use cpu::lerp_cpu;
+pub use layout::{Layout, Segment};

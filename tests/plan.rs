@@ -1,0 +1,323 @@
+//! The fused-update plan's indexing (`asymvalley::plan::Layout`): every element of every tensor is
+//! covered by exactly one block, each segment begins at an aligned tensor offset, and small tensors
+//! are packed. Checked over the real model shapes of fixtures/param_shapes.json and adversarial
+//! sizes (0 and 1 element, tails, 2^31+ elements).
+//!
+//! Oracle: coverage is checked from the definition, independently of how the layout computes it:
+//! per tensor, the segments of all blocks, sorted by offset, must tile `[0, size)` with no gap and
+//! no overlap (exact for any size, so it also covers 2^31+ elements without materialising them);
+//! for small cases an element-by-element count must be exactly 1 everywhere.
+use asymvalley::plan::Layout;
+use asymvalley::Error;
+
+/// (block_elems, align) pairs: the kernel's default shape, a wider vector, and degenerate ones.
+const SHAPES: [(u64, u64); 5] = [(4096, 4), (1024, 8), (4, 4), (3, 1), (1, 1)];
+
+fn model_sizes() -> Vec<(String, Vec<u64>)> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/param_shapes.json"
+    );
+    let text = std::fs::read_to_string(path).expect("fixtures/param_shapes.json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let models = v.as_object().expect("an object of models");
+    models
+        .iter()
+        .map(|(name, shapes)| {
+            let sizes = shapes
+                .as_array()
+                .expect("a list of shapes")
+                .iter()
+                .map(|s| {
+                    s.as_array()
+                        .expect("a shape")
+                        .iter()
+                        .map(|d| d.as_u64().expect("a dimension"))
+                        .product::<u64>()
+                })
+                .collect();
+            (name.clone(), sizes)
+        })
+        .collect()
+}
+
+/// Checks coverage by interval tiling, alignment, block bounds and the packing bound.
+fn check_tiling(sizes: &[u64], block: u64, align: u64) {
+    let l = Layout::new(sizes, block, align).expect("valid layout");
+    let mut per_tensor: Vec<Vec<(u64, u64)>> = vec![Vec::new(); sizes.len()];
+    for b in 0..l.blocks() {
+        let mut used = 0u64;
+        let mut last = None;
+        for s in l.segments(b) {
+            assert!(s.len >= 1, "empty segment in block {b}");
+            assert_eq!(s.offset % align, 0, "block {b}: unaligned offset {s:?}");
+            assert!(
+                last.map_or(true, |t| s.tensor > t),
+                "block {b}: tensor order"
+            );
+            last = Some(s.tensor);
+            used += s.len;
+            per_tensor[s.tensor as usize].push((s.offset, s.len));
+        }
+        assert!(used <= block, "block {b} holds {used} > {block} elements");
+        assert!(used >= 1, "block {b} has no work");
+    }
+    assert!(l.segments(l.blocks()).next().is_none(), "past the end");
+    for (t, segs) in per_tensor.iter_mut().enumerate() {
+        segs.sort_unstable();
+        let mut next = 0u64;
+        for &(off, len) in segs.iter() {
+            assert_eq!(
+                off, next,
+                "tensor {t}: gap or overlap at {off} (expected {next})"
+            );
+            next = off + len;
+        }
+        assert_eq!(next, sizes[t], "tensor {t}: covered {next} of {}", sizes[t]);
+    }
+    // Packing: at most align-1 padding per tensor, nothing else wasted.
+    let elems: u64 = sizes.iter().sum();
+    let bound = (elems + sizes.len() as u64 * (align - 1)).div_ceil(block);
+    assert!(l.blocks() <= bound, "{} blocks > bound {bound}", l.blocks());
+    assert!(
+        l.blocks() >= elems.div_ceil(block),
+        "fewer blocks than elements allow"
+    );
+}
+
+/// Element by element: each element of each tensor is counted exactly once.
+fn check_elements(sizes: &[u64], block: u64, align: u64) {
+    let l = Layout::new(sizes, block, align).expect("valid layout");
+    let mut count: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![0u8; n as usize]).collect();
+    for b in 0..l.blocks() {
+        for s in l.segments(b) {
+            for i in s.offset..s.offset + s.len {
+                count[s.tensor as usize][i as usize] += 1;
+            }
+        }
+    }
+    for (t, c) in count.iter().enumerate() {
+        if let Some(i) = c.iter().position(|&k| k != 1) {
+            panic!("tensor {t} element {i} covered {} times", c[i]);
+        }
+    }
+}
+
+#[test]
+fn real_models_every_element_once() {
+    let models = model_sizes();
+    assert_eq!(models.len(), 2, "resnet50 and vit_b_16");
+    for (name, sizes) in &models {
+        assert!(sizes.len() > 100, "{name}: {} tensors", sizes.len());
+        for (block, align) in [(4096, 4), (1024, 8), (4096, 1)] {
+            check_tiling(sizes, block, align);
+        }
+        check_elements(sizes, 4096, 4);
+    }
+}
+
+#[test]
+fn real_models_pack_small_tensors() {
+    // ResNet-50 has about a hundred tensors of 64..2048 elements (BatchNorm, fc bias): with one
+    // block per tensor it would need more blocks than elements / 4096 + tensors / 2.
+    let models = model_sizes();
+    let (_, sizes) = models
+        .iter()
+        .find(|(n, _)| n == "resnet50")
+        .expect("resnet50");
+    let l = Layout::new(sizes, 4096, 4).expect("valid layout");
+    let per_tensor: u64 = sizes.iter().map(|&n| n.div_ceil(4096)).sum();
+    let elems: u64 = sizes.iter().sum();
+    assert_eq!(
+        l.blocks(),
+        elems.div_ceil(4096),
+        "no padding is needed for these shapes"
+    );
+    assert!(
+        l.blocks() + 90 < per_tensor,
+        "{} blocks vs {per_tensor} for one-block-per-tensor",
+        l.blocks()
+    );
+}
+
+#[test]
+fn adversarial_small_sizes_every_element_once() {
+    let cases: Vec<Vec<u64>> = vec![
+        vec![],
+        vec![0],
+        vec![1],
+        vec![0, 0, 1, 0],
+        vec![1; 1000],
+        vec![4095, 4096, 4097, 1, 3, 5, 7, 8, 9],
+        vec![5, 0, 0, 17, 0, 4],
+        (1..200).collect(),
+    ];
+    for sizes in &cases {
+        for (block, align) in SHAPES {
+            check_tiling(sizes, block, align);
+            check_elements(sizes, block, align);
+        }
+    }
+    // Only zero-sized tensors: no block at all (no launch).
+    for sizes in [vec![], vec![0, 0]] {
+        assert_eq!(Layout::new(&sizes, 4096, 4).expect("valid").blocks(), 0);
+    }
+}
+
+#[test]
+fn beyond_2_pow_31_elements() {
+    let big = (1u64 << 31) + 3;
+    let cases = [
+        vec![big],
+        vec![7, big, 1, (1 << 31) - 1, 64],
+        vec![(1u64 << 32) + 1, 5],
+    ];
+    for sizes in &cases {
+        check_tiling(sizes, 1 << 16, 4);
+    }
+    let l = Layout::new(&[1, big, 1], 1 << 16, 4).expect("valid");
+    // Tensor 2 starts past 2^31 in the virtual space, after padding tensor 1 to a multiple of 4.
+    assert_eq!(l.starts(), &[0, 4, 4 + ((big + 3) & !3)]);
+    assert!(l.total() > 1 << 31);
+}
+
+#[test]
+fn bad_arguments_are_refused_by_name() {
+    let cases: [(u64, u64, &str); 4] = [
+        (4096, 3, "align"),
+        (4096, 0, "align"),
+        (0, 4, "block_elems"),
+        (6, 4, "block_elems"),
+    ];
+    for (block, align, field) in cases {
+        match Layout::new(&[10], block, align) {
+            Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("({block}, {align}): expected InvalidConfig({field}), got {other:?}"),
+        }
+    }
+    match Layout::new(&[u64::MAX - 2, 5], 4096, 4) {
+        Err(Error::InvalidConfig { field, value, .. }) => {
+            assert_eq!(field, "sizes");
+            assert!(value.contains("u64"), "{value}");
+        }
+        other => panic!("overflow: expected InvalidConfig(sizes), got {other:?}"),
+    }
+}
+
+/// The CPU fused pass against libtorch's own `lerp` on each tensor (the independent oracle),
+/// over ResNet-50's real shapes and every source dtype, with fp32 and fp64 averages.
+mod cpu_pass {
+    use asymvalley::plan::{lerp_cpu, Layout};
+    use asymvalley::Error;
+    use tch::{Kind, Tensor};
+
+    fn pair(sizes: &[u64], avg_kind: Kind, src_kind: Kind) -> (Vec<Tensor>, Vec<Tensor>) {
+        tch::manual_seed(15);
+        let avg = sizes
+            .iter()
+            .map(|&n| Tensor::randn([n as i64], (avg_kind, tch::Device::Cpu)))
+            .collect();
+        let src = sizes
+            .iter()
+            .map(|&n| Tensor::randn([n as i64], (src_kind, tch::Device::Cpu)))
+            .collect();
+        (avg, src)
+    }
+
+    #[test]
+    fn matches_torch_lerp_for_every_dtype() {
+        let models = super::model_sizes();
+        let (_, resnet) = models
+            .iter()
+            .find(|(n, _)| n == "resnet50")
+            .expect("resnet50");
+        let mut sizes: Vec<u64> = resnet.clone();
+        sizes.extend([1, 3, 4097, 0, 5]);
+        let layout = Layout::new(&sizes, 4096, 4).expect("valid layout");
+        for (avg_kind, src_kind, tol) in [
+            (Kind::Float, Kind::Float, 1e-6),
+            (Kind::Float, Kind::BFloat16, 1e-6),
+            (Kind::Float, Kind::Half, 1e-6),
+            (Kind::Float, Kind::Double, 1e-6),
+            (Kind::Double, Kind::Double, 1e-14),
+            (Kind::Double, Kind::Float, 1e-14),
+        ] {
+            let (mut avg, src) = pair(&sizes, avg_kind, src_kind);
+            let w = 0.37;
+            let want: Vec<Tensor> = avg
+                .iter()
+                .zip(&src)
+                .map(|(a, s)| a.to_kind(Kind::Double).lerp(&s.to_kind(Kind::Double), w))
+                .collect();
+            lerp_cpu(&layout, &mut avg, &src, w).expect("valid call");
+            for (t, (a, e)) in avg.iter().zip(&want).enumerate() {
+                if a.numel() == 0 {
+                    continue;
+                }
+                let err = (a.to_kind(Kind::Double) - e).abs().max().double_value(&[]);
+                assert!(
+                    err <= tol * 8.0,
+                    "{avg_kind:?}<-{src_kind:?} tensor {t}: max error {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn first_update_copies_exactly() {
+        let sizes = [64u64, 9408, 1, 7];
+        let layout = Layout::new(&sizes, 4096, 4).expect("valid layout");
+        let (mut avg, src) = pair(&sizes, Kind::Float, Kind::Float);
+        lerp_cpu(&layout, &mut avg, &src, 1.0).expect("valid call");
+        for (a, s) in avg.iter().zip(&src) {
+            assert!(a.equal(s));
+        }
+    }
+
+    #[test]
+    fn refused_calls_change_nothing() {
+        let sizes = [10u64, 20];
+        let layout = Layout::new(&sizes, 4096, 4).expect("valid layout");
+        let (avg, src) = pair(&sizes, Kind::Float, Kind::Float);
+        let before: Vec<Tensor> = avg.iter().map(|a| a.copy()).collect();
+        let check = |mut avg: Vec<Tensor>, src: &[Tensor], w: f64, what: &str| {
+            let r = lerp_cpu(&layout, &mut avg, src, w);
+            assert!(r.is_err(), "{what}: accepted");
+            let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
+            for (a, b) in avg.iter().zip(&before) {
+                assert!(a.equal(b), "{what}: modified ({msg})");
+            }
+            msg
+        };
+        let copy = |v: &[Tensor]| v.iter().map(|a| a.copy()).collect::<Vec<_>>();
+        let m = check(copy(&avg), &src, 1.5, "weight");
+        assert!(m.contains("weight") && m.contains("1.5"), "{m}");
+        let m = check(copy(&avg), &src[..1], 0.5, "length");
+        assert!(m.contains("src") && m.contains('1'), "{m}");
+        let mut wrong = copy(&src);
+        wrong[1] = Tensor::zeros([21], (Kind::Float, tch::Device::Cpu));
+        let m = check(copy(&avg), &wrong, 0.5, "size");
+        assert!(m.contains("src[1]") && m.contains("21"), "{m}");
+        let mut half_avg = copy(&avg);
+        half_avg[1] = avg[1].to_kind(Kind::BFloat16);
+        let r = lerp_cpu(&layout, &mut half_avg, &src, 0.5);
+        let m = r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(m.contains("avg[1]") && m.contains("BFloat16"), "{m}");
+        assert!(
+            half_avg[0].equal(&before[0]),
+            "avg[0] modified by a refused call"
+        );
+        let strided = Tensor::zeros([20, 2], (Kind::Float, tch::Device::Cpu)).select(1, 0);
+        let mut s2 = copy(&src);
+        s2[1] = strided;
+        let m = check(copy(&avg), &s2, 0.5, "contiguity");
+        assert!(m.contains("contiguous"), "{m}");
+        assert!(matches!(
+            lerp_cpu(&layout, &mut copy(&avg), &src, f64::NAN),
+            Err(Error::InvalidConfig {
+                field: "weight",
+                ..
+            })
+        ));
+    }
+}
