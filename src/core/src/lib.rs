@@ -34,6 +34,7 @@ pub mod error;
 pub mod names;
 pub mod network;
 pub mod shim;
+pub mod stats;
 pub mod valley;
 
 pub use error::{Error, Result};
