@@ -1,4 +1,4 @@
-//! The demo's training pieces: the `train2.py` learning-rate schedule (DIGEST.md §6 claim 10)
+//! The demo's training pieces: the `train2.py` learning-rate schedule (claim 10 of the paper's experiment: the official schedule)
 //! and SWA inside a real training run equal to the mean of the end-of-epoch weights.
 use asymvalley_cli::data::Digits;
 use asymvalley_cli::model::{DigitsNet, DigitsNetConfig};
@@ -14,7 +14,7 @@ fn schedule_matches_the_official_values() {
         epochs: 225,
         swa: true,
     };
-    // Values from DIGEST.md §5.3 (the README run of train2.py).
+    // Values of the official train2.py schedule (its README run: lr 0.1, SWA lr 0.05, start 126 of 225).
     for (epoch, lr) in [
         (0, 0.1),
         (63, 0.1),
@@ -78,4 +78,58 @@ fn swa_in_training_is_the_mean_of_end_of_epoch_weights() {
         .unwrap()
         .to_kind(Kind::Double);
     assert!((got - mean).abs().max().double_value(&[]) < 1e-6);
+}
+
+/// Runs `asymvalley demo` with `extra` arguments and `--out DIR/report`, expecting a refusal.
+/// Returns stderr; asserts that nothing was written (no report, no staging folder).
+fn demo_refuses(extra: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report");
+    let result = std::process::Command::new(env!("CARGO_BIN_EXE_asymvalley"))
+        .arg("demo")
+        .arg("--out")
+        .arg(&out)
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr).into_owned();
+    assert!(!result.status.success(), "{extra:?} was accepted");
+    assert!(!stderr.contains("backtrace"), "{extra:?}: {stderr}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "{extra:?} left {left:?}");
+    stderr
+}
+
+#[test]
+fn demo_arguments_are_validated_before_any_work() {
+    for (args, needle) in [
+        (&["--points", "0"][..], "--points = 0"),
+        (&["--cheap-k", "0"], "--cheap-k = 0"),
+        (&["--lr-init", "NaN"], "--lr-init = NaN"),
+        (&["--weight-decay=-1"], "--weight-decay = -1"),
+        (&["--plain-lr-init=-0.1"], "--plain-lr-init = -0.1"),
+        (&["--epochs", "10", "--swa-start", "10"], "--swa-start = 10"),
+        (&["--hidden", "0"], "--hidden"),
+    ] {
+        let stderr = demo_refuses(args);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn demo_refuses_an_out_folder_that_holds_something_else() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("precious.txt"), b"keep").unwrap();
+    let result = std::process::Command::new(env!("CARGO_BIN_EXE_asymvalley"))
+        .args(["demo", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!result.status.success());
+    assert!(String::from_utf8_lossy(&result.stderr).contains("--out"));
+    assert_eq!(
+        std::fs::read(dir.path().join("precious.txt")).unwrap(),
+        b"keep"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }

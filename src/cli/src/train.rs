@@ -1,4 +1,4 @@
-//! SGD with momentum and weight decay plus SWA, after the official `train2.py` (DIGEST.md §5.3),
+//! SGD with momentum and weight decay plus SWA, after the official `train2.py`,
 //! and evaluation.
 use crate::data::Split;
 use crate::model::Network;

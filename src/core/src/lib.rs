@@ -36,6 +36,7 @@ pub mod network;
 pub mod optim;
 pub mod plan;
 pub mod shim;
+pub mod stats;
 pub mod valley;
 
 pub use error::{Error, Result};

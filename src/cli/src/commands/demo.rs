@@ -174,6 +174,130 @@ fn train(
 /// Runs `asymvalley demo`.
 pub fn run(args: DemoArgs) -> Result<()> {
     let started = Instant::now();
+    args.validate()?;
+    let staging = staging_dir(&args.out)?;
+    let inner = DemoArgs {
+        out: staging.clone(),
+        ..args.clone()
+    };
+    // Everything is written into the staging folder; only a finished report replaces --out.
+    if let Err(e) = run_into(&inner).and_then(|()| publish(&staging, &args.out)) {
+        // Best effort: a failure to remove the staging folder must not hide the real error.
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    println!(
+        "report: {} ({:.1} s)",
+        args.out.join("report.md").display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn invalid(field: &'static str, value: impl std::fmt::Display, expected: &str) -> Error {
+    Error::InvalidConfig {
+        field,
+        value: value.to_string(),
+        expected: expected.to_string(),
+    }
+}
+
+impl DemoArgs {
+    /// Refuses every argument the run could not use, before any training or any file is written.
+    pub fn validate(&self) -> Result<()> {
+        let positive = |field: &'static str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(invalid(field, v, "a finite number > 0"))
+            }
+        };
+        positive("--lr-init", self.lr_init)?;
+        positive("--swa-lr", self.swa_lr)?;
+        positive("--plain-lr-init", self.plain_lr_init)?;
+        positive("--after-lr", self.after_lr)?;
+        positive("--radius", self.radius)?;
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(invalid(
+                "--weight-decay",
+                self.weight_decay,
+                "a finite number >= 0",
+            ));
+        }
+        let at_least = |field: &'static str, v: usize, min: usize| {
+            if v >= min {
+                Ok(())
+            } else {
+                Err(invalid(field, v, &format!("an integer >= {min}")))
+            }
+        };
+        at_least("--epochs", self.epochs, 1)?;
+        at_least("--after-epochs", self.after_epochs, 1)?;
+        at_least("--division", self.division, 1)?;
+        at_least("--directions", self.directions, 1)?;
+        // A profile needs both ends and a centre to show an asymmetry.
+        at_least("--points", self.points, 3)?;
+        at_least("--cheap-k", self.cheap_k, 1)?;
+        if self.swa_start >= self.epochs {
+            return Err(invalid(
+                "--swa-start",
+                self.swa_start,
+                &format!("an epoch < --epochs = {}", self.epochs),
+            ));
+        }
+        if self.batch < 1 {
+            return Err(invalid("--batch", self.batch, "an integer >= 1"));
+        }
+        if self.hidden.is_empty() || self.hidden.iter().any(|&h| h < 1) {
+            return Err(invalid(
+                "--hidden",
+                format!("{:?}", self.hidden),
+                "one or more widths >= 1",
+            ));
+        }
+        // --out: a new path, or a folder holding an earlier report (which a finished run replaces).
+        if self.out.exists() && !self.out.join("report.md").is_file() {
+            let empty = std::fs::read_dir(&self.out)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+            if !empty {
+                return Err(invalid(
+                    "--out",
+                    self.out.display(),
+                    "a new path, an empty folder, or a folder holding an earlier report.md",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Creates the staging folder next to `out` (same file system, so the final rename is atomic);
+/// this is also the check that --out's parent is writable, done before any work.
+fn staging_dir(out: &std::path::Path) -> Result<PathBuf> {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "report".to_string());
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let staging = parent.join(format!(".{name}.staging-{}", std::process::id()));
+    std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    Ok(staging)
+}
+
+/// Replaces `out` (absent, empty, or an earlier report, as `validate` checked) by the staging folder.
+fn publish(staging: &std::path::Path, out: &std::path::Path) -> Result<()> {
+    if out.exists() {
+        std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
+    }
+    std::fs::rename(staging, out).map_err(|e| Error::io(out, e))
+}
+
+/// The run itself, writing into `args.out` (the staging folder).
+fn run_into(args: &DemoArgs) -> Result<()> {
     let data = Digits::load(Device::Cpu)?;
     let schedule = SwaSchedule {
         lr_init: args.lr_init,
@@ -204,8 +328,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
     );
 
     // 1. SGD + SWA, with and without BatchNorm.
-    let mut bn = train(&args, &data, true, &schedule, &sgd)?;
-    let plain = train(&args, &data, false, &plain_schedule, &sgd)?;
+    let mut bn = train(args, &data, true, &schedule, &sgd)?;
+    let plain = train(args, &data, false, &plain_schedule, &sgd)?;
     println!(
         "{:<10} {:>11} {:>10} {:>11} {:>10}",
         "", "train loss", "train acc", "test loss", "test acc"
@@ -423,14 +547,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
         c_star_point,
         biased,
     };
-    let md = write_report(&args.out, &report)?;
+    write_report(&args.out, &report)?;
     asymvalley::valley::report::write_json(&args.out.join("report.json"), &report)?;
-    // The wall time goes to stdout only, so that the same seed gives a byte-identical report.
-    println!(
-        "report: {} ({:.1} s)",
-        md.display(),
-        started.elapsed().as_secs_f64()
-    );
+    // The wall time goes to stdout only (printed by `run`), so that the same seed gives a
+    // byte-identical report.
     Ok(())
 }
 

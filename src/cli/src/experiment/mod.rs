@@ -1,4 +1,4 @@
-//! The paper's experiment at small scale (He, Huang & Yuan 2019; DIGEST §4–§5), the steps of
+//! The paper's experiment at small scale (He, Huang & Yuan 2019, §4–§5), the steps of
 //! `asymvalley demo`: SGD+SWA, SGD restarted from SWA (`sgd_after_swa.py`), the SWA→SGD line
 //! with BatchNorm re-estimated at each point (`interpulation.py`), random-direction probes with
 //! and without BatchNorm, and the theorem-optimal bias against SWA's displacement.
