@@ -253,6 +253,11 @@ pub fn run(args: ProbeArgs) -> Result<()> {
             r.index, r.rise_ratio, ci, fit, r.flat_side, r.class
         );
     }
+    for r in &reports {
+        for w in &r.asymmetry.warnings {
+            eprintln!("warning: direction {}: {w}", r.index);
+        }
+    }
     let summary = Summary::of(&reports);
     println!(
         "{} of {} directions asymmetric; median |ln R| = {:.3}",
