@@ -389,6 +389,30 @@ fn probe_cli_torchscript_known_asymmetry() {
             ],
             "regular expression",
         ),
+        (
+            vec![
+                "--model",
+                "valley.pt",
+                "--data",
+                "valley.safetensors",
+                "--loss",
+                "mse",
+                "--shift-scale=-1",
+            ],
+            "--shift-scale",
+        ),
+        (
+            vec![
+                "--model",
+                "valley.pt",
+                "--data",
+                "valley.safetensors",
+                "--loss",
+                "mse",
+                "--shift-scale=nan",
+            ],
+            "--shift-scale",
+        ),
     ] {
         let mut a = args.clone();
         a.extend(["--json", "bad.json"]);

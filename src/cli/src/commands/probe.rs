@@ -134,6 +134,12 @@ pub fn run(args: ProbeArgs) -> Result<()> {
     if args.count == 0 {
         return Err(Error::invalid("count", 0, "an integer >= 1"));
     }
+    // Checked before anything runs: a bad scale used to drop the bias field silently.
+    if let Some(s) = args.shift_scale {
+        if !(s > 0.0 && s.is_finite()) {
+            return Err(Error::invalid("--shift-scale", s, "a finite number > 0"));
+        }
+    }
     let offsets = grid_through(args.points, args.radius)?;
     let config = AsymmetryConfig {
         ratio_threshold: args.ratio_threshold,
