@@ -283,6 +283,30 @@ fn probe_cli_torchscript_known_asymmetry() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A reader that closes stdout at once (`probe ... | head -0`): clean exit, JSON written.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_asymvalley"))
+        .args([
+            "probe",
+            "--quiet",
+            "--model",
+            "valley.pt",
+            "--data",
+            "valley.safetensors",
+        ])
+        .args([
+            "--loss", "mse", "--count", "2", "--points", "11", "--bn", "stale",
+        ])
+        .args(["--json", "pipe.json"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let piped = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&piped.stderr);
+    assert!(piped.status.success() && !err.contains("panicked"), "{err}");
+    assert!(dir.path().join("pipe.json").is_file());
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("out.json")).unwrap()).unwrap();
     let dirs = json["directions"].as_array().unwrap();

@@ -198,8 +198,8 @@ pub fn run(args: ProbeArgs) -> Result<()> {
     }
     Direction::save_all(&directions, &dir_path)?;
 
-    println!(
-        "probe: {} ({} parameters, BatchNorm: {}), {} examples, loss {:.5} at the point; {} {} directions × {} points, bn {}",
+    print_stdout(&format!(
+        "probe: {} ({} parameters, BatchNorm: {}), {} examples, loss {:.5} at the point; {} {} directions × {} points, bn {}\n",
         args.model.display(),
         params.len(),
         if has_bn { "yes" } else { "no" },
@@ -209,7 +209,7 @@ pub fn run(args: ProbeArgs) -> Result<()> {
         args.direction.name(),
         offsets.len(),
         bn.mode
-    );
+    ))?;
     let bar = if args.quiet {
         ProgressBar::hidden()
     } else {
@@ -241,8 +241,9 @@ pub fn run(args: ProbeArgs) -> Result<()> {
     }
     bar.finish_and_clear();
 
-    println!(
-        "{:>4} {:>10} {:>22} {:>10} {:>5}  class",
+    // The table is printed after the files are written, so `probe ... | head -1` keeps them.
+    let mut table = format!(
+        "{:>4} {:>10} {:>22} {:>10} {:>5}  class\n",
         "dir", "R", "95% CI", "fit c+/c-", "flat"
     );
     for r in &reports {
@@ -254,8 +255,8 @@ pub fn run(args: ProbeArgs) -> Result<()> {
             .asymmetry
             .fit
             .map_or("-".into(), |f| format!("{:.3}", f.ratio));
-        println!(
-            "{:>4} {:>10.4} {:>22} {:>10} {:>+5}  {:?}",
+        table += &format!(
+            "{:>4} {:>10.4} {:>22} {:>10} {:>+5}  {:?}\n",
             r.index, r.rise_ratio, ci, fit, r.flat_side, r.class
         );
     }
@@ -265,8 +266,8 @@ pub fn run(args: ProbeArgs) -> Result<()> {
         }
     }
     let summary = Summary::of(&reports);
-    println!(
-        "{} of {} directions asymmetric; median |ln R| = {:.3}",
+    table += &format!(
+        "{} of {} directions asymmetric; median |ln R| = {:.3}\n",
         summary.asymmetric, summary.directions, summary.median_abs_log_ratio
     );
     if let Some(svg) = &args.svg {
@@ -312,6 +313,17 @@ pub fn run(args: ProbeArgs) -> Result<()> {
         directions: reports,
     };
     write_json(&args.json, &report)?;
-    println!("report: {}", args.json.display());
-    Ok(())
+    table += &format!("report: {}\n", args.json.display());
+    print_stdout(&table)
+}
+
+/// Writes `text` to stdout; a reader that has gone away (`| head -1`) is not an error, so the
+/// command still exits 0 with its files written (println! would panic on the broken pipe).
+fn print_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::io("<stdout>", e)),
+        _ => Ok(()),
+    }
 }
