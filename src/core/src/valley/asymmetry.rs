@@ -177,19 +177,30 @@ pub struct Asymmetry {
     pub class: ValleyClass,
 }
 
-fn find(offsets: &[f64], t: f64, scale: f64) -> Option<usize> {
-    // Relative tolerance 1e-6: float32 grids (torch.linspace) put 0 and ±r within a few ulps.
-    offsets.iter().position(|&o| (o - t).abs() <= 1e-6 * scale)
+/// How close two offsets must be to count as the same grid point. Relative 1e-6 of the grid's
+/// extent, because float32 grids (torch.linspace) put 0 and ±r within a few ulps; never more
+/// than 1e-3 of the smallest spacing, so that on a wide grid a near-zero point is not taken
+/// for 0 (offsets are strictly increasing when this is called).
+fn tolerance(offsets: &[f64]) -> f64 {
+    let scale = offsets.iter().fold(0.0f64, |m, t| m.max(t.abs()));
+    let gap = offsets
+        .windows(2)
+        .fold(f64::INFINITY, |m, w| m.min(w[1] - w[0]));
+    (1e-6 * scale).min(1e-3 * gap)
+}
+
+fn find(offsets: &[f64], t: f64, tol: f64) -> Option<usize> {
+    offsets.iter().position(|&o| (o - t).abs() <= tol)
 }
 
 /// Pairs `(r, i(+r), i(−r))` for every matched radius, in increasing r.
 fn matched(offsets: &[f64]) -> Vec<(f64, usize, usize)> {
-    let scale = offsets.iter().fold(0.0f64, |m, t| m.max(t.abs()));
+    let tol = tolerance(offsets);
     let mut out: Vec<(f64, usize, usize)> = offsets
         .iter()
         .enumerate()
-        .filter(|(_, &t)| t > 0.0)
-        .filter_map(|(i, &t)| find(offsets, -t, scale).map(|j| (t, i, j)))
+        .filter(|(_, &t)| t > tol)
+        .filter_map(|(i, &t)| find(offsets, -t, tol).map(|j| (t, i, j)))
         .collect();
     out.sort_by(|a, b| a.0.total_cmp(&b.0));
     out
@@ -307,7 +318,7 @@ pub fn analyze(
         ));
     }
     let scale = offsets.iter().fold(0.0f64, |m, t| m.max(t.abs()));
-    let zero = find(offsets, 0.0, scale).ok_or_else(|| {
+    let zero = find(offsets, 0.0, tolerance(offsets)).ok_or_else(|| {
         Error::invalid(
             "offsets",
             "a grid without t = 0",
@@ -535,6 +546,18 @@ mod tests {
         let (t, l) = quad(1.0, 10.0);
         let a = analyze(&t, &l, None, &AsymmetryConfig::default()).unwrap();
         assert!(a.warnings.is_empty() && a.t_min == 0.0 && a.scored_at == 0.0);
+    }
+
+    /// On a wide grid a near-zero offset is not taken for 0 (the tolerance follows the spacing).
+    #[test]
+    fn asymmetry_zero_tolerance_follows_spacing() {
+        let c = AsymmetryConfig::default();
+        let l = [1.0, 0.5, 1.0];
+        assert!(analyze(&[-1e6, -0.5, 0.5, 1e6], &[1.0, 0.5, 0.5, 1.0], None, &c).is_err());
+        // float32 rounding of a linspace grid still matches 0 and ±r.
+        let t: Vec<f64> = (-5..=5).map(|i| f64::from(i as f32 * 0.1f32)).collect();
+        let l: Vec<f64> = t.iter().map(|x| x * x).collect();
+        assert!(analyze(&t, &l, None, &c).is_ok());
     }
 
     /// Non-finite, duplicate or unsorted offsets are refused.
