@@ -209,6 +209,16 @@ class Valley(torch.nn.Module):
 torch.jit.save(torch.jit.script(Valley()), out + "/valley.pt")
 x = torch.randn(300, 5)
 save_file({"inputs": x, "targets": torch.zeros(300, 1)}, out + "/valley.safetensors")
+
+class IntParam(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(5, 1))
+        self.k = torch.nn.Parameter(torch.zeros(3, dtype=torch.long), requires_grad=False)
+    def forward(self, x):
+        return x @ self.w + 0 * self.k.sum()
+
+torch.jit.save(torch.jit.script(IntParam()), out + "/int.pt")
 save_file({"x": x, "targets": torch.zeros(300, 1)}, out + "/renamed.safetensors")
 save_file({"inputs": torch.full((300, 5), float("nan")), "targets": torch.zeros(300, 1)}, out + "/nan.safetensors")
 
@@ -412,6 +422,19 @@ fn probe_cli_torchscript_known_asymmetry() {
                 "(",
             ],
             "regular expression",
+        ),
+        (
+            vec![
+                "--model",
+                "int.pt",
+                "--data",
+                "valley.safetensors",
+                "--loss",
+                "mse",
+                "--bn",
+                "stale",
+            ],
+            "parameter `k` has dtype",
         ),
         (
             vec![

@@ -164,6 +164,18 @@ pub fn run(args: ProbeArgs) -> Result<()> {
             reason: "the model has no parameters to probe".into(),
         });
     }
+    // A real direction cannot move an integer tensor (libtorch would fail mid-profile).
+    if let Some(p) = params.iter().find(|p| !p.tensor.is_floating_point()) {
+        return Err(Error::Data {
+            path: args.model.clone(),
+            reason: format!(
+                "parameter `{}` has dtype {:?}; probing needs floating-point parameters \
+                 (register integer state as a buffer)",
+                p.name,
+                p.tensor.kind()
+            ),
+        });
+    }
     let has_bn = model.has_batch_norm()?;
     let bn = if has_bn && args.bn != BnMode::Stale {
         let split = Split {
