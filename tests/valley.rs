@@ -209,6 +209,16 @@ class Valley(torch.nn.Module):
 torch.jit.save(torch.jit.script(Valley()), out + "/valley.pt")
 x = torch.randn(300, 5)
 save_file({"inputs": x, "targets": torch.zeros(300, 1)}, out + "/valley.safetensors")
+
+class IntParam(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(5, 1))
+        self.k = torch.nn.Parameter(torch.zeros(3, dtype=torch.long), requires_grad=False)
+    def forward(self, x):
+        return x @ self.w + 0 * self.k.sum()
+
+torch.jit.save(torch.jit.script(IntParam()), out + "/int.pt")
 save_file({"x": x, "targets": torch.zeros(300, 1)}, out + "/renamed.safetensors")
 save_file({"inputs": torch.full((300, 5), float("nan")), "targets": torch.zeros(300, 1)}, out + "/nan.safetensors")
 
@@ -283,6 +293,30 @@ fn probe_cli_torchscript_known_asymmetry() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A reader that closes stdout at once (`probe ... | head -0`): clean exit, JSON written.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_asymvalley"))
+        .args([
+            "probe",
+            "--quiet",
+            "--model",
+            "valley.pt",
+            "--data",
+            "valley.safetensors",
+        ])
+        .args([
+            "--loss", "mse", "--count", "2", "--points", "11", "--bn", "stale",
+        ])
+        .args(["--json", "pipe.json"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let piped = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&piped.stderr);
+    assert!(piped.status.success() && !err.contains("panicked"), "{err}");
+    assert!(dir.path().join("pipe.json").is_file());
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("out.json")).unwrap()).unwrap();
     let dirs = json["directions"].as_array().unwrap();
@@ -388,6 +422,43 @@ fn probe_cli_torchscript_known_asymmetry() {
                 "(",
             ],
             "regular expression",
+        ),
+        (
+            vec![
+                "--model",
+                "int.pt",
+                "--data",
+                "valley.safetensors",
+                "--loss",
+                "mse",
+                "--bn",
+                "stale",
+            ],
+            "parameter `k` has dtype",
+        ),
+        (
+            vec![
+                "--model",
+                "valley.pt",
+                "--data",
+                "valley.safetensors",
+                "--loss",
+                "mse",
+                "--shift-scale=-1",
+            ],
+            "--shift-scale",
+        ),
+        (
+            vec![
+                "--model",
+                "valley.pt",
+                "--data",
+                "valley.safetensors",
+                "--loss",
+                "mse",
+                "--shift-scale=nan",
+            ],
+            "--shift-scale",
         ),
     ] {
         let mut a = args.clone();

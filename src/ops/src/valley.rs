@@ -12,7 +12,7 @@
 //! | 0 | `rise_ratio` | R = (L(+r) − L(0)) / (L(−r) − L(0)), rises floored at 1e-9 |
 //! | 1 | `log_rise_ratio` | ln R |
 //! | 2 | `flat_side` | +1 (+t flat), −1 (−t flat), 0 (neither) |
-//! | 3 | `class` | 0 flat, 1 sharp, 2 asymmetric |
+//! | 3 | `class` | 0 flat, 1 sharp, 2 asymmetric, 3 slope |
 //! | 4 | `radius` | r |
 //! | 5 | `rise_plus` | L(+r) − L(0) |
 //! | 6 | `rise_minus` | L(−r) − L(0) |
@@ -49,6 +49,7 @@ pub fn valley_asymmetry(offsets: &[f64], losses: &[f64]) -> crate::Result<[f64; 
         ValleyClass::Flat => 0.0,
         ValleyClass::Sharp => 1.0,
         ValleyClass::Asymmetric => 2.0,
+        ValleyClass::Slope => 3.0,
     };
     Ok([
         a.rise_ratio,

@@ -134,6 +134,12 @@ pub fn run(args: ProbeArgs) -> Result<()> {
     if args.count == 0 {
         return Err(Error::invalid("count", 0, "an integer >= 1"));
     }
+    // Checked before anything runs: a bad scale used to drop the bias field silently.
+    if let Some(s) = args.shift_scale {
+        if !(s > 0.0 && s.is_finite()) {
+            return Err(Error::invalid("--shift-scale", s, "a finite number > 0"));
+        }
+    }
     let offsets = grid_through(args.points, args.radius)?;
     let config = AsymmetryConfig {
         ratio_threshold: args.ratio_threshold,
@@ -156,6 +162,18 @@ pub fn run(args: ProbeArgs) -> Result<()> {
         return Err(Error::Data {
             path: args.model.clone(),
             reason: "the model has no parameters to probe".into(),
+        });
+    }
+    // A real direction cannot move an integer tensor (libtorch would fail mid-profile).
+    if let Some(p) = params.iter().find(|p| !p.tensor.is_floating_point()) {
+        return Err(Error::Data {
+            path: args.model.clone(),
+            reason: format!(
+                "parameter `{}` has dtype {:?}; probing needs floating-point parameters \
+                 (register integer state as a buffer)",
+                p.name,
+                p.tensor.kind()
+            ),
         });
     }
     let has_bn = model.has_batch_norm()?;
@@ -192,8 +210,8 @@ pub fn run(args: ProbeArgs) -> Result<()> {
     }
     Direction::save_all(&directions, &dir_path)?;
 
-    println!(
-        "probe: {} ({} parameters, BatchNorm: {}), {} examples, loss {:.5} at the point; {} {} directions × {} points, bn {}",
+    print_stdout(&format!(
+        "probe: {} ({} parameters, BatchNorm: {}), {} examples, loss {:.5} at the point; {} {} directions × {} points, bn {}\n",
         args.model.display(),
         params.len(),
         if has_bn { "yes" } else { "no" },
@@ -203,7 +221,7 @@ pub fn run(args: ProbeArgs) -> Result<()> {
         args.direction.name(),
         offsets.len(),
         bn.mode
-    );
+    ))?;
     let bar = if args.quiet {
         ProgressBar::hidden()
     } else {
@@ -235,8 +253,9 @@ pub fn run(args: ProbeArgs) -> Result<()> {
     }
     bar.finish_and_clear();
 
-    println!(
-        "{:>4} {:>10} {:>22} {:>10} {:>5}  class",
+    // The table is printed after the files are written, so `probe ... | head -1` keeps them.
+    let mut table = format!(
+        "{:>4} {:>10} {:>22} {:>10} {:>5}  class\n",
         "dir", "R", "95% CI", "fit c+/c-", "flat"
     );
     for r in &reports {
@@ -248,14 +267,19 @@ pub fn run(args: ProbeArgs) -> Result<()> {
             .asymmetry
             .fit
             .map_or("-".into(), |f| format!("{:.3}", f.ratio));
-        println!(
-            "{:>4} {:>10.4} {:>22} {:>10} {:>+5}  {:?}",
+        table += &format!(
+            "{:>4} {:>10.4} {:>22} {:>10} {:>+5}  {:?}\n",
             r.index, r.rise_ratio, ci, fit, r.flat_side, r.class
         );
     }
+    for r in &reports {
+        for w in &r.asymmetry.warnings {
+            eprintln!("warning: direction {}: {w}", r.index);
+        }
+    }
     let summary = Summary::of(&reports);
-    println!(
-        "{} of {} directions asymmetric; median |ln R| = {:.3}",
+    table += &format!(
+        "{} of {} directions asymmetric; median |ln R| = {:.3}\n",
         summary.asymmetric, summary.directions, summary.median_abs_log_ratio
     );
     if let Some(svg) = &args.svg {
@@ -301,6 +325,17 @@ pub fn run(args: ProbeArgs) -> Result<()> {
         directions: reports,
     };
     write_json(&args.json, &report)?;
-    println!("report: {}", args.json.display());
-    Ok(())
+    table += &format!("report: {}\n", args.json.display());
+    print_stdout(&table)
+}
+
+/// Writes `text` to stdout; a reader that has gone away (`| head -1`) is not an error, so the
+/// command still exits 0 with its files written (println! would panic on the broken pipe).
+fn print_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::io("<stdout>", e)),
+        _ => Ok(()),
+    }
 }

@@ -19,6 +19,16 @@
 //!   probe radius; a radius-dependent notion, so the radius is reported alongside);
 //! - otherwise **sharp**; `flat_side = 0` for flat and sharp.
 //!
+//! Honest scoring (the probed point need not be the valley's minimum):
+//! - `t_min` is the grid offset of the smallest loss. When `L(t_min) < L(0) − RISE_FLOOR` and
+//!   t_min is inside the grid, every rise, ratio and fit is taken around t_min on the grid
+//!   re-centred at t_min (`t ↦ t − t_min`), and a warning says how far t_min is from the probed
+//!   point: scored around 0, a symmetric valley whose minimum sits off centre would get `R ≈ 1e±9`;
+//! - when the minimum is at an end of the grid the profile falls monotonically toward that end:
+//!   the class is **slope** (`flat_side = 0`), the numbers are those around 0, with a warning.
+//!
+//! Offsets must be finite and strictly increasing (no duplicates).
+//!
 //! Mirroring the profile (`t ↦ −t`) maps R to 1/R, swaps `c+` and `c−` and flips the flat side.
 use crate::error::{Error, Result};
 use rand::{Rng, SeedableRng};
@@ -102,6 +112,8 @@ pub enum ValleyClass {
     Sharp,
     /// One side rises at least `ratio_threshold` times more than the other.
     Asymmetric,
+    /// The loss keeps falling toward one end of the grid: the point is on a slope, not in a valley.
+    Slope,
 }
 
 /// `Δ(t) ≈ c± |t|^p`, one coefficient per side and a shared exponent.
@@ -132,8 +144,15 @@ impl TwoSidedFit {
 /// A direction's asymmetry.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Asymmetry {
-    /// L(0).
+    /// L at the point the rises are measured from: L(t_min) when re-centred, else L(0).
     pub center_loss: f64,
+    /// The grid offset of the smallest loss.
+    pub t_min: f64,
+    /// The offset the rises are measured from (t_min when re-centred, else 0); the ratio's radius
+    /// and the fit's offsets are relative to it.
+    pub scored_at: f64,
+    /// Why the verdict needs care (minimum off centre, slope).
+    pub warnings: Vec<String>,
     /// The radius of the headline ratio.
     pub radius: f64,
     /// Δ+ at the radius.
@@ -158,19 +177,30 @@ pub struct Asymmetry {
     pub class: ValleyClass,
 }
 
-fn find(offsets: &[f64], t: f64, scale: f64) -> Option<usize> {
-    // Relative tolerance 1e-6: float32 grids (torch.linspace) put 0 and ±r within a few ulps.
-    offsets.iter().position(|&o| (o - t).abs() <= 1e-6 * scale)
+/// How close two offsets must be to count as the same grid point. Relative 1e-6 of the grid's
+/// extent, because float32 grids (torch.linspace) put 0 and ±r within a few ulps; never more
+/// than 1e-3 of the smallest spacing, so that on a wide grid a near-zero point is not taken
+/// for 0 (offsets are strictly increasing when this is called).
+fn tolerance(offsets: &[f64]) -> f64 {
+    let scale = offsets.iter().fold(0.0f64, |m, t| m.max(t.abs()));
+    let gap = offsets
+        .windows(2)
+        .fold(f64::INFINITY, |m, w| m.min(w[1] - w[0]));
+    (1e-6 * scale).min(1e-3 * gap)
+}
+
+fn find(offsets: &[f64], t: f64, tol: f64) -> Option<usize> {
+    offsets.iter().position(|&o| (o - t).abs() <= tol)
 }
 
 /// Pairs `(r, i(+r), i(−r))` for every matched radius, in increasing r.
 fn matched(offsets: &[f64]) -> Vec<(f64, usize, usize)> {
-    let scale = offsets.iter().fold(0.0f64, |m, t| m.max(t.abs()));
+    let tol = tolerance(offsets);
     let mut out: Vec<(f64, usize, usize)> = offsets
         .iter()
         .enumerate()
-        .filter(|(_, &t)| t > 0.0)
-        .filter_map(|(i, &t)| find(offsets, -t, scale).map(|j| (t, i, j)))
+        .filter(|(_, &t)| t > tol)
+        .filter_map(|(i, &t)| find(offsets, -t, tol).map(|j| (t, i, j)))
         .collect();
     out.sort_by(|a, b| a.0.total_cmp(&b.0));
     out
@@ -274,14 +304,53 @@ pub fn analyze(
             value: l,
         });
     }
+    if let Some(&t) = offsets.iter().find(|t| !t.is_finite()) {
+        return Err(Error::NotFinite {
+            what: "offset".to_string(),
+            value: t,
+        });
+    }
+    if let Some(w) = offsets.windows(2).find(|w| w[0] >= w[1]) {
+        return Err(Error::invalid(
+            "offsets",
+            format!("{} followed by {}", w[0], w[1]),
+            "strictly increasing offsets (sorted, no duplicates)",
+        ));
+    }
     let scale = offsets.iter().fold(0.0f64, |m, t| m.max(t.abs()));
-    let center = find(offsets, 0.0, scale).ok_or_else(|| {
+    let zero = find(offsets, 0.0, tolerance(offsets)).ok_or_else(|| {
         Error::invalid(
             "offsets",
             "a grid without t = 0",
             "a grid that contains t = 0",
         )
     })?;
+    let imin = (0..losses.len()).fold(zero, |m, i| if losses[i] < losses[m] { i } else { m });
+    let below = losses[imin] < losses[zero] - RISE_FLOOR;
+    let at_end = imin == 0 || imin + 1 == losses.len();
+    let slope = below && at_end;
+    let mut warnings = Vec::new();
+    let center = if below && !at_end {
+        warnings.push(format!(
+            "the profile's minimum is at t = {} (distance {} from the probed point); \
+             rises are scored around it",
+            offsets[imin],
+            offsets[imin].abs()
+        ));
+        imin
+    } else {
+        if slope {
+            warnings.push(format!(
+                "the loss falls toward the grid's end t = {}: the point is on a slope, not at a \
+                 minimum; the ratio is scored around t = 0 and means little",
+                offsets[imin]
+            ));
+        }
+        zero
+    };
+    let offsets_center = offsets[center];
+    let shifted: Vec<f64> = offsets.iter().map(|&t| t - offsets_center).collect();
+    let offsets = &shifted[..];
     let pairs = matched(offsets);
     let Some(&last) = pairs.last() else {
         return Err(Error::invalid(
@@ -292,6 +361,13 @@ pub fn analyze(
     };
     let (radius, ip, im) = match config.radius {
         None => last,
+        // Re-centred, the configured radius may have no partner: the largest one up to it.
+        Some(r) if center != zero => pairs
+            .iter()
+            .copied()
+            .filter(|p| p.0 <= r * (1.0 + 1e-9))
+            .last()
+            .unwrap_or(pairs[0]),
         Some(r) => pairs
             .iter()
             .copied()
@@ -357,7 +433,9 @@ pub fn analyze(
 
     let log_r = rise_ratio.ln();
     let excludes_one = rise_ratio_ci.map_or(true, |[lo, hi]| lo > 1.0 || hi < 1.0);
-    let (class, flat_side) = if log_r.abs() >= config.ratio_threshold.ln() && excludes_one {
+    let (class, flat_side) = if slope {
+        (ValleyClass::Slope, 0)
+    } else if log_r.abs() >= config.ratio_threshold.ln() && excludes_one {
         (ValleyClass::Asymmetric, if log_r < 0.0 { 1 } else { -1 })
     } else if rise_plus.max(rise_minus) <= config.flat_rise {
         (ValleyClass::Flat, 0)
@@ -366,6 +444,9 @@ pub fn analyze(
     };
     Ok(Asymmetry {
         center_loss: l0,
+        t_min: shifted[imin] + offsets_center,
+        scored_at: offsets_center,
+        warnings,
         radius,
         rise_plus,
         rise_minus,
@@ -429,6 +510,70 @@ mod tests {
         let (t, l) = quad(5.0, 5.0);
         let a = analyze(&t, &l, None, &AsymmetryConfig::default()).unwrap();
         assert_eq!((a.class, a.flat_side), (ValleyClass::Sharp, 0));
+    }
+
+    /// A symmetric quadratic whose minimum sits at t = 0.3 is scored around t_min: symmetric
+    /// (R = 1 exactly on the re-centred grid), with t_min reported and a warning; scored around
+    /// 0 it would be called asymmetric.
+    #[test]
+    fn asymmetry_recentres_on_off_centre_minimum() {
+        let t: Vec<f64> = (-10..=10).map(|i| i as f64 * 0.1).collect();
+        let l: Vec<f64> = t
+            .iter()
+            .map(|&x| 1.0 + 2.0 * (x - 0.3) * (x - 0.3))
+            .collect();
+        let a = analyze(&t, &l, None, &AsymmetryConfig::default()).unwrap();
+        assert!((a.t_min - 0.3).abs() < 1e-12 && (a.scored_at - 0.3).abs() < 1e-12);
+        assert!((a.rise_ratio - 1.0).abs() < 1e-9, "R = {}", a.rise_ratio);
+        // Largest matched radius around 0.3 on [-1, 1] is 0.7: rise 2·0.49.
+        assert!((a.radius - 0.7).abs() < 1e-9 && (a.rise_plus - 0.98).abs() < 1e-9);
+        assert_eq!((a.class, a.flat_side), (ValleyClass::Sharp, 0));
+        assert_eq!(a.warnings.len(), 1);
+        assert!((a.center_loss - 1.0).abs() < 1e-12);
+        let f = a.fit.unwrap();
+        assert!((f.exponent - 2.0).abs() < 1e-9 && (f.ratio - 1.0).abs() < 1e-9);
+    }
+
+    /// A monotone profile is a slope, not an asymmetric valley; a centred one has no warning.
+    #[test]
+    fn asymmetry_slope_class() {
+        let t: Vec<f64> = (-10..=10).map(|i| i as f64 * 0.1).collect();
+        let l: Vec<f64> = t.iter().map(|&x| 1.0 - 0.5 * x).collect();
+        let a = analyze(&t, &l, None, &AsymmetryConfig::default()).unwrap();
+        assert_eq!((a.class, a.flat_side), (ValleyClass::Slope, 0));
+        assert!((a.t_min - 1.0).abs() < 1e-12 && a.scored_at == 0.0);
+        assert_eq!(a.warnings.len(), 1);
+        let (t, l) = quad(1.0, 10.0);
+        let a = analyze(&t, &l, None, &AsymmetryConfig::default()).unwrap();
+        assert!(a.warnings.is_empty() && a.t_min == 0.0 && a.scored_at == 0.0);
+    }
+
+    /// On a wide grid a near-zero offset is not taken for 0 (the tolerance follows the spacing).
+    #[test]
+    fn asymmetry_zero_tolerance_follows_spacing() {
+        let c = AsymmetryConfig::default();
+        let l = [1.0, 0.5, 1.0];
+        assert!(analyze(&[-1e6, -0.5, 0.5, 1e6], &[1.0, 0.5, 0.5, 1.0], None, &c).is_err());
+        // float32 rounding of a linspace grid still matches 0 and ±r.
+        let t: Vec<f64> = (-5..=5).map(|i| f64::from(i as f32 * 0.1f32)).collect();
+        let l: Vec<f64> = t.iter().map(|x| x * x).collect();
+        assert!(analyze(&t, &l, None, &c).is_ok());
+    }
+
+    /// Non-finite, duplicate or unsorted offsets are refused.
+    #[test]
+    fn asymmetry_rejects_bad_offsets() {
+        let c = AsymmetryConfig::default();
+        let l = [1.0, 0.5, 1.0];
+        for t in [
+            [-1.0, 0.0, f64::NAN],
+            [-1.0, 0.0, f64::INFINITY],
+            [-1.0, 0.0, 0.0],
+            [1.0, 0.0, -1.0],
+        ] {
+            assert!(analyze(&t, &l, None, &c).is_err(), "{t:?}");
+        }
+        assert!(analyze(&[-1.0, 0.0, 1.0], &l, None, &c).is_ok());
     }
 
     /// No t = 0 or non-finite losses are errors, not panics.

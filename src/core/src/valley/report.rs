@@ -26,7 +26,7 @@ pub struct DirectionReport {
     pub rise_ratio: f64,
     /// +1 when +t is flat, −1 when −t is, 0 when neither.
     pub flat_side: i8,
-    /// `flat`, `sharp` or `asymmetric`.
+    /// `flat`, `sharp`, `asymmetric` or `slope`.
     pub class: ValleyClass,
     /// Everything measured.
     pub asymmetry: Asymmetry,
@@ -77,6 +77,8 @@ pub struct Summary {
     pub flat: usize,
     /// Sharp.
     pub sharp: usize,
+    /// On a slope (monotone profile, no minimum inside the grid).
+    pub slope: usize,
     /// Fraction asymmetric.
     pub fraction_asymmetric: f64,
     /// Median |ln R|.
@@ -105,6 +107,7 @@ impl Summary {
             asymmetric: count(ValleyClass::Asymmetric),
             flat: count(ValleyClass::Flat),
             sharp: count(ValleyClass::Sharp),
+            slope: count(ValleyClass::Slope),
             fraction_asymmetric: if n == 0 {
                 0.0
             } else {
