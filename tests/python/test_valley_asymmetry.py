@@ -73,3 +73,26 @@ def test_valley_asymmetry_errors_and_meta():
         torch.ops.asymvalley.valley_asymmetry(t, torch.tensor([1.0, float("nan"), 0.0, 1.0, 2.0], dtype=torch.float64))
     meta = torch.ops.asymvalley.valley_asymmetry(t.to("meta"), torch.zeros(3, 5, device="meta"))
     assert meta.shape == (3, 11) and meta.dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    "offsets,needle",
+    [
+        ([-1.0, float("inf"), 0.0, 0.5, 1.0], "finite"),
+        ([-1.0, float("nan"), 0.0, 0.5, 1.0], "finite"),
+        ([-1.0, 0.0, 0.0, 0.5, 1.0], "strictly increasing"),
+        ([1.0, 0.5, 0.0, -0.5, -1.0], "strictly increasing"),
+    ],
+)
+def test_valley_asymmetry_refuses_bad_offsets(offsets, needle):
+    t = torch.tensor(offsets, dtype=torch.float64)
+    loss = torch.ones(5, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="offsets") as e:
+        torch.ops.asymvalley.valley_asymmetry(t, loss)
+    assert needle in str(e.value)
+
+
+def test_valley_asymmetry_refuses_empty_input():
+    empty = torch.zeros(0, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="offsets.*empty"):
+        torch.ops.asymvalley.valley_asymmetry(empty, empty)

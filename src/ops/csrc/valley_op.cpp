@@ -29,6 +29,9 @@ at::Tensor valley_asymmetry_cpu(const at::Tensor& offsets, const at::Tensor& los
   TORCH_CHECK(losses.dim() == 1 || losses.dim() == 2,
               "valley_asymmetry: losses must be [P] or [B, P], got ", losses.sizes());
   const int64_t p = offsets.size(0);
+  // Checked here, before the reshape below, which would fail with a message about -1 instead.
+  TORCH_CHECK(p > 0, "valley_asymmetry: offsets is [] (empty); expected at least 3 offsets "
+              "(0 and a pair +-r)");
   TORCH_CHECK(losses.size(-1) == p, "valley_asymmetry: losses' last dimension (",
               losses.size(-1), ") must equal the number of offsets (", p, ")");
   TORCH_CHECK(offsets.is_floating_point() && losses.is_floating_point(),

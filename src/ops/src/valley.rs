@@ -41,6 +41,7 @@ pub const FIELDS: [&str; 11] = [
 
 /// The op's fields for one profile (the same numbers the CLI reports, without intervals).
 pub fn valley_asymmetry(offsets: &[f64], losses: &[f64]) -> crate::Result<[f64; 11]> {
+    check_offsets(offsets)?;
     let a = analyze(offsets, losses, None, &AsymmetryConfig::default())?;
     let (cp, cm, p) = a.fit.map_or((f64::NAN, f64::NAN, f64::NAN), |f| {
         (f.c_plus, f.c_minus, f.exponent)
@@ -64,6 +65,34 @@ pub fn valley_asymmetry(offsets: &[f64], losses: &[f64]) -> crate::Result<[f64; 
         p,
         a.center_loss,
     ])
+}
+
+/// Refuses a grid the analysis cannot read unambiguously: empty, non-finite, or not strictly
+/// increasing (a duplicate offset would make "the loss at t" two numbers; an unsorted grid is
+/// almost always a caller's mistake, and sorting it silently would hide it).
+fn check_offsets(offsets: &[f64]) -> crate::Result<()> {
+    if offsets.is_empty() {
+        return Err(avcore::error::Error::invalid(
+            "offsets",
+            "[] (empty)",
+            "at least 3 offsets (0 and a pair +-r)",
+        ));
+    }
+    if let Some((i, t)) = offsets.iter().enumerate().find(|(_, t)| !t.is_finite()) {
+        return Err(avcore::error::Error::invalid(
+            "offsets",
+            format!("{t} at index {i}"),
+            "finite numbers",
+        ));
+    }
+    if let Some(i) = (1..offsets.len()).find(|&i| offsets[i] <= offsets[i - 1]) {
+        return Err(avcore::error::Error::invalid(
+            "offsets",
+            format!("{} after {} at index {i}", offsets[i], offsets[i - 1]),
+            "strictly increasing offsets (sorted, no duplicates)",
+        ));
+    }
+    Ok(())
 }
 
 fn message(s: String) -> *mut c_char {
