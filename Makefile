@@ -37,7 +37,7 @@ build: setup
 oplib: setup
 	cargo build --release -p asymvalley-ops
 
-# The Python package, non-editable, into .venv (pyproject.toml + setup.py; its cargo build is a no-op
+# The Python package, non-editable, into .venv (pyproject.toml + src/python/build_backend; its cargo build is a no-op
 # after `oplib`). The Python tests import this installed copy, never src/python.
 install: oplib
 	$(VPY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation .

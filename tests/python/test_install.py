@@ -44,9 +44,11 @@ def fresh_venv(wheel, tmp_path_factory):
     venv.EnvBuilder(with_pip=False).create(home)
     py = home / "bin" / "python"
     site = pathlib.Path(subprocess.check_output([str(py), "-c", "import site; print(site.getsitepackages()[0])"], text=True).strip())
+    # --ignore-installed: through the .pth, pip would see the copy installed in the test venv
+    # and install nothing.
     (site / "torch-from-test-python.pth").write_text(f"{SITE}\n")
     subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(py), "install", "--quiet", "--no-deps", "--no-index", str(wheel)],
+        [sys.executable, "-m", "pip", "--python", str(py), "install", "--quiet", "--no-deps", "--no-index", "--ignore-installed", str(wheel)],
         check=True, timeout=300, env=_clean_env(),
     )
     return py, site

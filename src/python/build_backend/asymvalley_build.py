@@ -1,8 +1,15 @@
-"""Build glue for pyproject.toml: builds the op library with cargo and puts it in the package.
+"""In-tree PEP 517 backend for the `asymvalley` Python package: setuptools, plus one build step.
 
-`cargo build --release -p asymvalley-ops` is a no-op when `target/release` is up to date (as after
-`make oplib`), so installing reuses the workspace build. The copied .so has no rpath (build.rs adds
-none): it resolves libtorch through the torch that `import torch` loaded.
+pyproject.toml names this module as its backend (`backend-path`), so the repository's top level needs
+no setup.py. The backend is setuptools' own; the package build differs from a pure-Python one in two
+ways, both through setuptools' `cmdclass` table in pyproject.toml:
+
+- `BuildPyWithLibrary` runs `cargo build --release -p asymvalley-ops` (a no-op when `target/release` is
+  up to date, as after `make oplib`) and copies the cdylib `libasymvalley.so` into the package. The
+  copy has no rpath (build.rs adds none): it resolves libtorch through the torch that `import torch`
+  loaded.
+- `WheelPy3Platform` tags the wheel `py3-none-<platform>`: it carries a native library that needs
+  libtorch, not a particular CPython ABI.
 """
 import json
 import os
@@ -10,11 +17,11 @@ import pathlib
 import shutil
 import subprocess
 
-from setuptools import Distribution, setup
+from setuptools.build_meta import *  # noqa: F401,F403  (the PEP 517 hooks themselves)
 from setuptools.command.bdist_wheel import bdist_wheel
 from setuptools.command.build_py import build_py
 
-ROOT = pathlib.Path(__file__).resolve().parent
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 LIBRARY = "libasymvalley.so"
 
 
@@ -60,14 +67,12 @@ class BuildPyWithLibrary(build_py):
         shutil.copyfile(build_library(), target)
 
 
-class BinaryDistribution(Distribution):
-    def has_ext_modules(self):  # a platform wheel: it carries a native library
-        return True
-
-
 class WheelPy3Platform(bdist_wheel):
-    def get_tag(self):  # the .so needs libtorch, not a particular CPython ABI
+    def finalize_options(self):
+        # A platform wheel: it carries a native library. Saying so before setuptools finalizes makes
+        # both the wheel's root and the build folder platform-specific (platlib, not purelib).
+        self.distribution.has_ext_modules = lambda: True
+        super().finalize_options()
+
+    def get_tag(self):
         return "py3", "none", super().get_tag()[2]
-
-
-setup(distclass=BinaryDistribution, cmdclass={"build_py": BuildPyWithLibrary, "bdist_wheel": WheelPy3Platform})
