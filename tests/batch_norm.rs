@@ -1,4 +1,4 @@
-//! BatchNorm re-estimation (DIGEST.md §6 claim 12): running stats equal the sample-weighted
+//! BatchNorm re-estimation (the official `bn_update` rule, stated in src/core/src/bn/mod.rs): running stats equal the sample-weighted
 //! mean of the per-batch statistics (unbiased variances), whatever they were before, with every
 //! momentum restored; PyTorch's `update_bn` weighting gives the equal-per-batch mean instead.
 use asymvalley::bn::BatchNorm;

@@ -35,7 +35,7 @@ cp -f target/release/libasymvalley.so target/gpu/libasymvalley.so
 
 if command -v readelf >/dev/null; then
   if ! readelf -d target/gpu/gpu_averager | grep -q 'libtorch_cuda'; then
-    echo "build.sh: target/gpu/gpu_averager does not need libtorch_cuda: tch would see no CUDA (BUILD.md §3)" >&2
+    echo "build.sh: target/gpu/gpu_averager does not need libtorch_cuda: tch would see no CUDA (src/cli/build.rs forces the link with --no-as-needed)" >&2
     exit 1
   fi
 fi

@@ -362,7 +362,7 @@ fn main() {
         "cuda" if !cuda => {
             eprintln!(
                 "gpu_averager: --device cuda but tch sees no CUDA. Is libtorch_cuda linked \
-                 (`readelf -d BIN | grep torch_cuda`, BUILD.md §3) and LD_LIBRARY_PATH set to a \
+                 (`readelf -d BIN | grep torch_cuda`; src/cli/build.rs forces it) and LD_LIBRARY_PATH set to a \
                  CUDA torch's lib folder?"
             );
             std::process::exit(2);

@@ -2,7 +2,7 @@
 //!
 //! Keeping this decision a pure function of host integers is what lets an update run without a
 //! single device synchronization (PyTorch's `AveragedModel` reads `n_averaged` from the device
-//! three times per update: ANCHORS.md §2.1).
+//! three times per update, in `torch.optim.swa_utils`' own source).
 use super::ema::EmaConfig;
 use super::swa::swa_weight;
 use crate::error::{Error, Result};

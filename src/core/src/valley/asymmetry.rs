@@ -2,7 +2,7 @@
 //! and class.
 //!
 //! With `Δ±(r) = L(±r) − L(0)` the rises at matched radius r:
-//! - rise ratio `R(r) = Δ+(r)/Δ−(r)` (ANCHORS §7.1; not a paper metric, the paper has none).
+//! - rise ratio `R(r) = Δ+(r)/Δ−(r)` (our measure: the paper draws the profiles but defines no number for them).
 //!   Rises are floored at [`RISE_FLOOR`] so that R stays finite when one side does not rise;
 //! - two-sided power fit `Δ(t) ≈ c± |t|^p` on each side with one shared exponent p (free, or
 //!   fixed: p = 2 is the curvature model `½a±t²` with `a± = 2c±`), fitted by least squares on

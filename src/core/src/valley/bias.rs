@@ -1,4 +1,4 @@
-//! The theorem-optimal bias of a fitted valley (He et al. 2019, Theorem (a); DIGEST §2.1, D1–D3).
+//! The theorem-optimal bias of a fitted valley (He et al. 2019, Theorem (a); harness/THEOREMS.md T1 and D1–D3).
 //!
 //! The fitted two-sided model `f(x) = c±|x|^p` (see [`crate::valley::asymmetry`]) is handed to the
 //! harness as `AsymPower { a± = p·c±, p }` (its `a|x|^p/p`); under a symmetric random shift δ of
@@ -138,7 +138,7 @@ pub fn estimate_shift(offsets: &[f64], train: &[f64], test: &[f64], max_shift: f
 mod tests {
     use super::*;
 
-    /// The quadratic fit a₊ = 1, a₋ = 10 under U[−1, 1] gives DIGEST D2's c* = 0.519494.
+    /// The quadratic fit a₊ = 1, a₋ = 10 under U[−1, 1] gives c* = 0.519494 (harness/THEOREMS.md D2).
     #[test]
     fn optimal_bias_matches_d2() {
         let fit = TwoSidedFit {

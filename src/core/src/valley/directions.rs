@@ -14,7 +14,7 @@ use tch::{Kind, Tensor};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DirectionKind {
-    /// Entries U(0, 1), then unit L2 norm over the subset: the paper's choice (DIGEST §4.1).
+    /// Entries U(0, 1), then unit L2 norm over the subset: the paper's choice for its valley plots.
     /// Every entry is positive, hence sign-consistent with positive weights such as BN γ.
     Uniform,
     /// Entries N(0, 1), then unit L2 norm over the subset.

@@ -3,7 +3,7 @@
 //! Cost: a point costs its evaluation forwards (one per evaluation batch and data set) plus its
 //! BatchNorm forwards (all re-estimation batches in `full` mode, k in `k=K` mode, none when
 //! stale) and `2·#params` elementwise ops to write `w + t·d`, written from the saved origin each
-//! time (no drift from repeated `add_`, the loss-landscapes complaint, ANCHORS §4.2).
+//! time (no drift from repeated `add_`, a known trap of landscape tools that step in place).
 use super::directions::Direction;
 use super::model::{LossKind, ProbeData, ProbeModel};
 use crate::error::{Error, Result};
