@@ -12,7 +12,6 @@ fn schedule_matches_the_official_values() {
         swa_lr: 0.05,
         swa_start: 126,
         epochs: 225,
-        swa: true,
     };
     // Values of the official train2.py schedule (its README run: lr 0.1, SWA lr 0.05, start 126 of 225).
     for (epoch, lr) in [
@@ -54,7 +53,6 @@ fn swa_in_training_is_the_mean_of_end_of_epoch_weights() {
         swa_lr: 0.05,
         swa_start: 3,
         epochs: 6,
-        swa: true,
     };
     let sgd = SgdConfig {
         momentum: 0.9,

@@ -1,19 +1,22 @@
-//! SGD with momentum and weight decay plus SWA, after the official `train2.py`,
-//! and evaluation.
+//! SGD with momentum and weight decay plus SWA, after the official `train2.py` (scheduled by the
+//! library's optimizer wrapper, `asymvalley::optim`), and evaluation.
 use crate::data::Split;
 use crate::model::Network;
-use asymvalley::average::{Averager, AveragerConfig};
+use asymvalley::average::{Averager, Rule};
 use asymvalley::error::{Error, Result};
+use asymvalley::optim::{Averaging, LrPolicy, Schedule, Unit};
 use tch::{nn::VarStore, COptimizer, Kind, Tensor};
 
-/// The learning-rate schedule of `train2.py`: constant, then linear decay, then constant.
+/// The demo's SWA settings: the official `train2.py` schedule, run by the library's optimizer
+/// wrapper [`Averaging`] (this type only names the numbers and converts them).
 ///
-/// With `t = epoch / (swa_start if swa else epochs)` and `r = swa_lr/lr_init if swa else 0.01`:
-/// factor 1 for t ≤ 0.5, `1 − (1 − r)(t − 0.5)/0.4` for t ≤ 0.9, r after; `lr = lr_init·factor`.
+/// With `t = epoch / swa_start` and `r = swa_lr/lr_init`: factor 1 for t ≤ 0.5,
+/// `1 − (1 − r)(t − 0.5)/0.4` for t ≤ 0.9, r after; `lr = lr_init·factor`. SWA averages the
+/// end-of-epoch weights from epoch `swa_start` (1-based) on.
 ///
 /// ```
 /// use asymvalley_cli::train::SwaSchedule;
-/// let s = SwaSchedule { lr_init: 0.1, swa_lr: 0.05, swa_start: 126, epochs: 225, swa: true };
+/// let s = SwaSchedule { lr_init: 0.1, swa_lr: 0.05, swa_start: 126, epochs: 225 };
 /// assert!((s.learning_rate(64) - 0.099008).abs() < 1e-6);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -26,37 +29,34 @@ pub struct SwaSchedule {
     pub swa_start: usize,
     /// The number of epochs.
     pub epochs: usize,
-    /// Whether SWA is on (it changes the schedule's horizon and floor).
-    pub swa: bool,
 }
 
 impl SwaSchedule {
+    /// The wrapper's schedule (averages after every epoch from `swa_start` on) and learning rate.
+    pub fn wrapper(&self) -> (Schedule, LrPolicy) {
+        (
+            Schedule {
+                unit: Unit::Epochs,
+                start: self.swa_start as u64,
+                frequency: 1,
+                end: Some(self.epochs as u64),
+            },
+            LrPolicy::Train2 {
+                lr: self.lr_init,
+                swa_lr: self.swa_lr,
+            },
+        )
+    }
+
     /// The learning rate of 0-based epoch `epoch`.
     pub fn learning_rate(&self, epoch: usize) -> f64 {
-        let horizon = if self.swa {
-            self.swa_start
-        } else {
-            self.epochs
-        } as f64;
-        let t = epoch as f64 / horizon;
-        let r = if self.swa {
-            self.swa_lr / self.lr_init
-        } else {
-            0.01
-        };
-        let factor = if t <= 0.5 {
-            1.0
-        } else if t <= 0.9 {
-            1.0 - (1.0 - r) * (t - 0.5) / 0.4
-        } else {
-            r
-        };
-        self.lr_init * factor
+        let (schedule, lr) = self.wrapper();
+        lr.lr_at(&schedule, epoch as u64)
     }
 
     /// Whether SWA averages after 0-based epoch `epoch` (`train2.py`: `epoch + 1 >= swa_start`).
     pub fn averages_after(&self, epoch: usize) -> bool {
-        self.swa && epoch + 1 >= self.swa_start
+        self.wrapper().0.averages_at(epoch as u64 + 1)
     }
 }
 
@@ -188,37 +188,28 @@ pub fn train_sgd_swa<N: Network + ?Sized>(
     sgd: &SgdConfig,
     mut on_epoch: impl FnMut(usize, f64, &Evaluation),
 ) -> Result<SwaRun> {
-    if schedule.epochs == 0
-        || (schedule.swa && !(1..=schedule.epochs).contains(&schedule.swa_start))
-    {
-        return Err(Error::invalid(
-            "swa_start",
-            schedule.swa_start,
-            format!(
-                "an epoch in 1..={} (epochs = {})",
-                schedule.epochs, schedule.epochs
-            ),
-        ));
+    if schedule.epochs == 0 {
+        return Err(Error::invalid("epochs", 0, "at least 1 epoch"));
     }
-    let mut averager = Averager::new(vs, AveragerConfig::swa())?;
-    let mut optimizer = sgd_optimizer(vs, schedule.learning_rate(0), sgd)?;
+    let (plan, lr) = schedule.wrapper();
+    let optimizer = sgd_optimizer(vs, schedule.lr_init, sgd)?;
+    // The wrapper validates the schedule (start in 1..=epochs) and sets each epoch's rate.
+    let mut averaging = Averaging::new(vs, optimizer, Rule::Swa, plan, lr)?;
     let mut epochs = Vec::with_capacity(schedule.epochs);
     for epoch in 0..schedule.epochs {
-        let lr = schedule.learning_rate(epoch);
-        optimizer.set_learning_rate(lr)?;
+        let lr = averaging.lr();
         let res = train_epoch(
             net,
-            &mut optimizer,
+            averaging.optimizer_mut(),
             train,
             sgd,
             sgd.seed.wrapping_add(epoch as u64),
         )?;
-        if schedule.averages_after(epoch) {
-            averager.update(vs)?;
-        }
+        averaging.end_epoch(vs)?;
         on_epoch(epoch, lr, &res);
         epochs.push((lr, res));
     }
+    let (optimizer, averager) = averaging.into_parts();
     Ok(SwaRun {
         averager,
         optimizer,

@@ -304,7 +304,6 @@ fn run_into(args: &DemoArgs) -> Result<()> {
         swa_lr: args.swa_lr,
         swa_start: args.swa_start,
         epochs: args.epochs,
-        swa: true,
     };
     // The network without BatchNorm: the same schedule shape at its own (stable) rate.
     let plain_schedule = SwaSchedule {
