@@ -20,7 +20,7 @@
 //! | 8 | `fit_c_minus` | c− |
 //! | 9 | `fit_exponent` | p |
 //! | 10 | `center_loss` | L(0) |
-use avcore::valley::asymmetry::{analyze, AsymmetryConfig, ValleyClass};
+use avcore::valley::asymmetry::{analyze, AsymmetryConfig};
 use std::ffi::CString;
 use std::os::raw::c_char;
 
@@ -46,12 +46,7 @@ pub fn valley_asymmetry(offsets: &[f64], losses: &[f64]) -> crate::Result<[f64; 
     let (cp, cm, p) = a.fit.map_or((f64::NAN, f64::NAN, f64::NAN), |f| {
         (f.c_plus, f.c_minus, f.exponent)
     });
-    let class = match a.class {
-        ValleyClass::Flat => 0.0,
-        ValleyClass::Sharp => 1.0,
-        ValleyClass::Asymmetric => 2.0,
-        ValleyClass::Slope => 3.0,
-    };
+    let class = f64::from(a.class.code());
     Ok([
         a.rise_ratio,
         a.log_rise_ratio,

@@ -176,12 +176,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let started = Instant::now();
     args.validate()?;
     let staging = staging_dir(&args.out)?;
-    let inner = DemoArgs {
-        out: staging.clone(),
-        ..args.clone()
-    };
     // Everything is written into the staging folder; only a finished report replaces --out.
-    if let Err(e) = run_into(&inner).and_then(|()| publish(&staging, &args.out)) {
+    if let Err(e) = run_into(&args, &staging).and_then(|()| publish(&staging, &args.out)) {
         // Best effort: a failure to remove the staging folder must not hide the real error.
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e);
@@ -296,8 +292,8 @@ fn publish(staging: &std::path::Path, out: &std::path::Path) -> Result<()> {
     std::fs::rename(staging, out).map_err(|e| Error::io(out, e))
 }
 
-/// The run itself, writing into `args.out` (the staging folder).
-fn run_into(args: &DemoArgs) -> Result<()> {
+/// The run itself, writing into `dir` (the staging folder; the report names `args.out`).
+fn run_into(args: &DemoArgs, dir: &std::path::Path) -> Result<()> {
     let data = Digits::load(Device::Cpu)?;
     let schedule = SwaSchedule {
         lr_init: args.lr_init,
@@ -344,7 +340,7 @@ fn run_into(args: &DemoArgs) -> Result<()> {
             r.train.loss, r.train.accuracy, r.test.loss, r.test.accuracy
         );
     }
-    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let summary = Summary {
         dataset: "UCI optical digits (embedded, fixtures/digits.safetensors)",
         network: &bn.config,
@@ -354,7 +350,7 @@ fn run_into(args: &DemoArgs) -> Result<()> {
         sgd_result: bn.sgd,
         swa_result: bn.swa,
     };
-    let path = args.out.join("summary.json");
+    let path = dir.join("summary.json");
     asymvalley::checkpoint::write_atomically(
         &path,
         serde_json::to_string_pretty(&summary)?.as_bytes(),
@@ -546,8 +542,8 @@ fn run_into(args: &DemoArgs) -> Result<()> {
         c_star_point,
         biased,
     };
-    write_report(&args.out, &report)?;
-    asymvalley::valley::report::write_json(&args.out.join("report.json"), &report)?;
+    write_report(dir, &report)?;
+    asymvalley::valley::report::write_json(&dir.join("report.json"), &report)?;
     // The wall time goes to stdout only (printed by `run`), so that the same seed gives a
     // byte-identical report.
     Ok(())

@@ -413,7 +413,7 @@ pub fn write_report(out: &Path, r: &DemoReport) -> Result<PathBuf> {
         let _ = writeln!(w, "\nThe lowest test loss among these is at β = {bb:.3} ({:.4}, vs {:.4} for SWA itself). Moving further toward the flat side than SWA {}.\n",
             best.test.loss, b0.test.loss, if *bb > 0.0 { "lowers the test loss here, as the theorem suggests" } else { "does not lower the test loss here" });
     }
-    let _ = writeln!(w, "## Reproducing\n\n`make demo` (or `cargo run --release --bin asymvalley -- demo --seed {}`); the same seed gives the same numbers. Arguments: `{}`.", r.seed, r.args);
+    let _ = writeln!(w, "## Reproducing\n\n`make demo` (or `cargo run --release --bin asymvalley -- demo --seed {}`); the same seed gives the same numbers on the same CPU model and thread count (another CPU or `OMP_NUM_THREADS` changes the BatchNorm network's digits and can change verdicts: this is one run, not a study). Arguments: `{}`.", r.seed, r.args);
     let path = out.join("report.md");
     asymvalley::checkpoint::write_atomically(&path, m.as_bytes())?;
     if !path.is_file() {

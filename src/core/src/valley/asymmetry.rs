@@ -116,6 +116,19 @@ pub enum ValleyClass {
     Slope,
 }
 
+impl ValleyClass {
+    /// The class's number in `torch.ops.asymvalley.valley_asymmetry`'s `class` field: 0 flat,
+    /// 1 sharp, 2 asymmetric, 3 slope. Defined here, once, so a new class cannot miss the op.
+    pub fn code(self) -> u8 {
+        match self {
+            ValleyClass::Flat => 0,
+            ValleyClass::Sharp => 1,
+            ValleyClass::Asymmetric => 2,
+            ValleyClass::Slope => 3,
+        }
+    }
+}
+
 /// `Δ(t) ≈ c± |t|^p`, one coefficient per side and a shared exponent.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct TwoSidedFit {
