@@ -38,6 +38,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -125,9 +126,9 @@ bool is_op_float(at::ScalarType t) {
   return t == at::kHalf || t == at::kFloat || t == at::kDouble || t == at::kBFloat16;
 }
 
-bool is_op_integer(at::ScalarType t) {
-  return t == at::kByte || t == at::kChar || t == at::kShort || t == at::kInt || t == at::kLong;
-}
+// Counters are int64 only: a narrower counter wraps (uint8 after 255 updates) and the next update
+// would then copy instead of averaging.
+bool is_op_integer(at::ScalarType t) { return t == at::kLong; }
 
 struct Span {
   uintptr_t start, end;
@@ -192,8 +193,32 @@ bool quick_update_ok(at::TensorList avg, at::TensorList params, const at::Tensor
   return no_written_overlap(spans);
 }
 
+// The counter of `swa_update_`/`ema_update_`: an int64 0-dim tensor, and on the CPU not negative
+// (a negative count would act as weight 1, a copy). A device counter is not read here: reading it
+// would cost a sync per update.
+// Non-integer dtypes and other shapes are left to the Rust check, which words those errors.
+void check_counter_value(const char* op, const at::Tensor& c) {
+  if (!c.defined()) return;
+  const char* narrow = nullptr;
+  switch (c.scalar_type()) {
+    case at::kByte: narrow = "torch.uint8"; break;
+    case at::kChar: narrow = "torch.int8"; break;
+    case at::kShort: narrow = "torch.int16"; break;
+    case at::kInt: narrow = "torch.int32"; break;
+    case at::kBool: narrow = "torch.bool"; break;
+    default: break;
+  }
+  TORCH_CHECK(narrow == nullptr, "invalid n_averaged dtype = ", narrow, " (in ", op,
+              "): expected torch.int64; a narrower counter wraps");
+  if (c.scalar_type() == at::kLong && c.device().is_cpu() && !c.is_meta() && c.dim() == 0) {
+    const int64_t n = c.item<int64_t>();
+    TORCH_CHECK(n >= 0, "invalid n_averaged = ", n, " (in ", op, "): expected an integer >= 0");
+  }
+}
+
 void check_update(const char* op, at::TensorList avg, at::TensorList params,
                   const at::Tensor* counter, c10::optional<double> decay) {
+  if (counter != nullptr) check_counter_value(op, *counter);
   if (quick_update_ok(avg, params, counter, decay)) return;
   Descs a(avg), p(params);
   std::vector<at::Tensor> c;
@@ -358,6 +383,15 @@ struct Averager : torch::CustomClassHolder {
   std::vector<at::Tensor> flats;
   std::vector<at::Tensor> views;
   std::vector<int64_t> owner;
+  // Whether the buffers hold an average: set by the first update that writes them (a copy or a
+  // mirror). Buffers exist before that (an SWA update before `update_after_step` allocates and
+  // skips; a refused first update may leave them), but their memory is uninitialized, so every
+  // read of the average requires `filled`.
+  bool filled = false;
+  // Held by every method that reads or writes the state: TorchScript class methods run without
+  // the GIL, so Python threads sharing one Averager would otherwise race (the first update
+  // allocates the buffers while another reads them).
+  mutable std::mutex mu;
 
   Averager(std::string mode_, double decay_, std::string warmup_, double inv_gamma_, double power_,
            double min_decay_, int64_t update_after_step_, int64_t update_every_)
@@ -422,7 +456,19 @@ struct Averager : torch::CustomClassHolder {
     owner = own;
   }
 
+  // The buffers are float32: float64 params would be rounded, losing the precision the caller
+  // asked for, so they are refused rather than narrowed silently.
+  static void refuse_narrowing(const std::vector<at::Tensor>& params) {
+    for (size_t i = 0; i < params.size(); ++i) {
+      TORCH_CHECK(!params[i].defined() || params[i].scalar_type() != at::kDouble, "invalid params[", i,
+                  "] dtype = torch.float64 (in Averager.update): the average is torch.float32 and ",
+                  "would round float64 values; pass float32, float16 or bfloat16 params");
+    }
+  }
+
   void update(std::vector<at::Tensor> params) {
+    std::lock_guard<std::mutex> lock(mu);
+    refuse_narrowing(params);
     const auto [action, weight] = plan(steps, n_averaged);
     const bool fresh = views.empty();
     if (fresh) {
@@ -450,16 +496,20 @@ struct Averager : torch::CustomClassHolder {
       default:
         lerp_host(views, params, /*copy=*/false, weight);
     }
+    if (action >= 1) filled = true;
     if (action >= 2) n_averaged += 1;
     steps += 1;
   }
 
   void require_average(const char* op) const {
-    TORCH_CHECK(!views.empty(), "Averager.", op, ": the averager holds no average yet; call update(params) first");
+    TORCH_CHECK(filled && !views.empty(), "Averager.", op,
+                ": the averager holds no average yet (no update has written it: none was made, ",
+                "the first one was refused, or every one so far was skipped before update_after_step)");
   }
 
   // params <- average (converted to the params' dtypes).
   void copy_to(std::vector<at::Tensor> params) {
+    std::lock_guard<std::mutex> lock(mu);
     require_average("copy_to");
     Descs d(params), s(views);
     raise_if(asymvalley_op_check_write("Averager.copy_to", d.data(), d.size(), s.data(), s.size(), 0));
@@ -470,6 +520,7 @@ struct Averager : torch::CustomClassHolder {
   // Exchanges the average and params (evaluate the average, then swap back). With half-precision
   // params the average comes back rounded to their dtype, so swap twice only with fp32 params.
   void swap(std::vector<at::Tensor> params) {
+    std::lock_guard<std::mutex> lock(mu);
     require_average("swap");
     Descs d(params), s(views);
     raise_if(asymvalley_op_check_write("Averager.swap", d.data(), d.size(), s.data(), s.size(), 1));
@@ -481,7 +532,21 @@ struct Averager : torch::CustomClassHolder {
     at::_foreach_copy_(views, saved, false);
   }
 
-  std::vector<at::Tensor> average() const { return views; }
+  // The buffers' views themselves (not copies), so callers read the live average.
+  std::vector<at::Tensor> average() const {
+    std::lock_guard<std::mutex> lock(mu);
+    require_average("average");
+    return views;
+  }
+
+  int64_t get_n_averaged() const {
+    std::lock_guard<std::mutex> lock(mu);
+    return n_averaged;
+  }
+  int64_t get_steps() const {
+    std::lock_guard<std::mutex> lock(mu);
+    return steps;
+  }
 
   using State = std::tuple<std::string, std::string, std::vector<double>, std::vector<int64_t>,
                            std::vector<at::Tensor>, std::vector<int64_t>>;
@@ -489,6 +554,7 @@ struct Averager : torch::CustomClassHolder {
   // (mode, warmup, [decay, inv_gamma, power, min_decay], [version, update_after_step,
   //  update_every, steps, n_averaged], flat buffers, layout = per tensor [owner, ndim, sizes...]).
   State get_state() const {
+    std::lock_guard<std::mutex> lock(mu);
     std::vector<int64_t> layout;
     for (size_t i = 0; i < views.size(); ++i) {
       layout.push_back(owner[i]);
@@ -521,6 +587,15 @@ struct Averager : torch::CustomClassHolder {
       TORCH_CHECK(b.dim() == 1 && b.scalar_type() == at::kFloat, "Averager: corrupt state (buffers must be 1-D float32)");
     }
     if (!own.empty()) self->set_layout(buffers, own, shapes);
+    // `filled` is not pickled: it follows from the counters (an update that writes either counts
+    // in n_averaged or is an EMA mirror, which happens at every step before update_after_step,
+    // step 0 included), so pickles written before the flag existed load unchanged.
+    self->plan(self->steps, self->n_averaged);  // refuses negative counters, naming them
+    TORCH_CHECK(self->n_averaged <= self->steps, "Averager: corrupt state (n_averaged = ", self->n_averaged,
+                " exceeds steps = ", self->steps, ")");
+    self->filled = self->n_averaged > 0 || (self->steps > 0 && self->plan(0, 0).first == 1);
+    TORCH_CHECK(!self->filled || !self->views.empty(), "Averager: corrupt state (n_averaged = ", self->n_averaged,
+                ", steps = ", self->steps, " say an average was written, but the state holds no buffers)");
     return self;
   }
 };
@@ -544,8 +619,8 @@ TORCH_LIBRARY(asymvalley, m) {
       .def("copy_to", &Averager::copy_to)
       .def("swap", &Averager::swap)
       .def("average", &Averager::average)
-      .def("n_averaged", [](const c10::intrusive_ptr<Averager>& self) { return self->n_averaged; })
-      .def("steps", [](const c10::intrusive_ptr<Averager>& self) { return self->steps; })
+      .def("n_averaged", &Averager::get_n_averaged)
+      .def("steps", &Averager::get_steps)
       .def("mode", [](const c10::intrusive_ptr<Averager>& self) { return self->mode; })
       .def_pickle([](const c10::intrusive_ptr<Averager>& self) { return self->get_state(); },
                   [](Averager::State st) { return Averager::from_state(std::move(st)); });
