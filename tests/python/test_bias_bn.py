@@ -139,3 +139,57 @@ def test_update_bn_refuses_bad_arguments():
         asymvalley.update_bn([], bn_net(), weighting="epoch")
     with pytest.raises(ValueError, match="batches"):
         asymvalley.update_bn([], bn_net(), batches=0)
+
+
+def test_fp32_average_moved_to_bfloat16_updates_like_torch():
+    torch.manual_seed(2)
+    model = nn.Linear(6, 3)
+    ours = asymvalley.AveragedModel(model).to(torch.bfloat16)
+    ref = swa_utils.AveragedModel(model).to(torch.bfloat16)
+    for _ in range(5):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        ours.update_parameters(model)
+        ref.update_parameters(model)
+    for a, b in zip(ours.module.parameters(), ref.module.parameters()):
+        assert a.dtype == torch.bfloat16
+        torch.testing.assert_close(a, b, atol=0.02, rtol=0.02)  # bf16 rounding of each step
+    assert int(ours.n_averaged) == int(ref.n_averaged) == 5
+
+
+def _bytes(t):
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).clone()
+
+
+def snapshot(avg):
+    """Bytes of the state_dict, every buffer (fp32 masters included) and every parameter."""
+    parts = [("sd", avg.state_dict().items()), ("buf", avg.named_buffers()), ("param", avg.named_parameters())]
+    out = {(tag, k): _bytes(v) for tag, items in parts for k, v in items}
+    out[("host", "n")] = _bytes(avg._n_host)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_load_state_dict_is_all_or_nothing(dtype):
+    torch.manual_seed(4)
+    model = nn.Linear(4, 3).to(dtype)
+    avg = asymvalley.AveragedModel(model)
+    avg.update_parameters(model)
+    with torch.no_grad():
+        model.weight.add_(0.37)
+    avg.update_parameters(model)
+    before = snapshot(avg)
+    good = avg.state_dict()
+    bad = dict(good)
+    bad["module.weight"] = torch.ones(1, 4)  # broadcasts to (3, 4), wrong shape
+    bad["module.bias"] = good["module.bias"] + 1  # a good key that must not be loaded either
+    bad["n_averaged"] = torch.tensor(9)
+    with pytest.raises(RuntimeError, match="module.weight"):
+        avg.load_state_dict(bad)
+    after = snapshot(avg)
+    assert before.keys() == after.keys()
+    for k in before:
+        assert torch.equal(before[k], after[k]), k
+    # The correct dict still loads.
+    avg.load_state_dict(good)
