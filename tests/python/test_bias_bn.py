@@ -193,3 +193,18 @@ def test_load_state_dict_is_all_or_nothing(dtype):
         assert torch.equal(before[k], after[k]), k
     # The correct dict still loads.
     avg.load_state_dict(good)
+
+
+def test_bias_into_a_half_averaged_model_writes_its_masters():
+    sgd = nn.Linear(3, 2).to(torch.bfloat16)
+    swa = asymvalley.AveragedModel(sgd)
+    swa.update_parameters(sgd)
+    with torch.no_grad():
+        sgd.weight.add_(0.5)
+    swa.update_parameters(sgd)
+    want = asymvalley.bias_toward_flat(swa, sgd, 0.7)
+    assert asymvalley.bias_toward_flat(swa, sgd, 0.7, into=swa) is swa
+    sd = swa.state_dict()
+    for name, value in want.items():
+        assert torch.equal(sd["module." + name], value)  # the fp32 master
+        assert torch.equal(dict(swa.module.named_parameters())[name], value.to(torch.bfloat16))

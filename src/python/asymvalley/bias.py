@@ -62,7 +62,8 @@ def bias_toward_flat(
             holding every floating key of ``average`` with the same shape.
         beta: the bias factor, finite and :math:`\ge 0` (0 returns the average itself).
         into: if given, a module whose state_dict has the average's keys; the result is copied
-            into it (cast to its dtypes) and it is returned. It may be ``model`` itself.
+            into it (cast to its dtypes) and it is returned. It may be ``model`` itself, or an
+            :class:`AveragedModel` (then its fp32 masters are written too).
 
     Returns:
         A new state_dict (``dict`` of tensors, the average's dtypes and devices), or ``into``.
@@ -95,7 +96,7 @@ def bias_toward_flat(
         anchors.append(w.to(a.device))
         out.append(torch.empty_like(a))
     if into is not None:
-        target = into.state_dict()
+        target = _average_tensors(into) if isinstance(into, AveragedModel) else into.state_dict()
         for name, a in avg.items():
             if name not in target:
                 raise KeyError(f"into: has no tensor {name!r}, which the average holds")
@@ -109,6 +110,11 @@ def bias_toward_flat(
     result = {name: result[name] for name in avg}  # the average's key order
     if into is None:
         return result
+    if isinstance(into, AveragedModel):  # through its loader, so the fp32 masters follow too
+        sd = into.state_dict()
+        sd.update({"module." + name: value for name, value in result.items()})
+        into.load_state_dict(sd)
+        return into
     target = into.state_dict()
     for name, value in result.items():
         target[name].copy_(value)
