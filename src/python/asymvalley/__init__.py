@@ -18,7 +18,6 @@ from torch.optim.swa_utils import (  # re-exported so that one import changes
     get_ema_multi_avg_fn,
     get_swa_avg_fn,
     get_swa_multi_avg_fn,
-    update_bn,
 )
 
 from ._library import LibraryError, library_path, load_library, loaded_library
@@ -27,6 +26,7 @@ __all__ = [
     "AveragedModel",
     "SWA",
     "SWALR",
+    "bias_toward_flat",
     "get_ema_avg_fn",
     "get_ema_multi_avg_fn",
     "get_swa_avg_fn",
@@ -41,4 +41,6 @@ __all__ = [
 load_library()
 
 from .averaged_model import AveragedModel  # noqa: E402  (needs the ops registered)
+from .bias import bias_toward_flat  # noqa: E402
+from .bn import update_bn  # noqa: E402
 from .swa import SWA  # noqa: E402

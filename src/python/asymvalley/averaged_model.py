@@ -40,6 +40,7 @@ import copy
 import inspect
 import itertools
 import operator
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import torch
@@ -173,8 +174,8 @@ class _Plan:
         if not self.fix:
             return self.src
         src = list(self.src)
-        for k, s, device in self.fix:
-            src[k] = s.detach().to(device)
+        for k, s, device, dtype in self.fix:
+            src[k] = s.detach().to(device=device, dtype=dtype)
         return src
 
 
@@ -291,8 +292,12 @@ class AveragedModel(nn.Module):
                     plan.halves.append(a_t)
                     plan.masters.append(master)
                     a_t = master
-                if s_t.device != a_t.device:
-                    plan.fix.append((len(plan.src), s_t, a_t.device))
+                # A half average with no master (an fp32 average moved with `.to(bfloat16)`)
+                # takes the source in its own dtype, as PyTorch's class does; the op refuses
+                # a mixed-dtype pair there (only fp32/fp64 averages accumulate other dtypes).
+                dtype = a_t.dtype if a_t.dtype in _HALF and s_t.dtype != a_t.dtype else s_t.dtype
+                if s_t.device != a_t.device or dtype != s_t.dtype:
+                    plan.fix.append((len(plan.src), s_t, a_t.device, dtype))
                 plan.avg.append(a_t)
                 plan.src.append(s_t)
             elif a.is_floating_point() or a.is_complex():
@@ -308,7 +313,7 @@ class AveragedModel(nn.Module):
                 plan.copy_src.append(fix_local(b_model))
         plan.counter = self.n_averaged
         plan.signature = (
-            len(plan.avg), tuple((k, d) for k, _, d in plan.fix), len(plan.halves),
+            len(plan.avg), tuple((k, d, t) for k, _, d, t in plan.fix), len(plan.halves),
             len(plan.copy_dst), len(plan.other_dst), sharded,
         )
         self._plan = plan
@@ -361,6 +366,53 @@ class AveragedModel(nn.Module):
             fn(a_list, s_list, torch.tensor(n, device=device))
 
     # -- state_dict: fp32 masters under the usual keys --------------------------------------
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        """:meth:`nn.Module.load_state_dict`, all or nothing.
+
+        Every key is checked first (a tensor, the shape of ours, floating where ours is floating,
+        and with ``strict`` no missing or unexpected key), so a refused load raises
+        ``RuntimeError`` naming the key and leaves the weights, the fp32 masters and
+        ``n_averaged`` as they were. PyTorch's loader would copy the good keys before raising,
+        and a broadcastable wrong shape would reach an fp32 master through ``copy_``.
+
+        Args:
+            state_dict: as for :meth:`nn.Module.load_state_dict` (our ``state_dict`` keys).
+            strict: refuse missing and unexpected keys.
+            assign: as for :meth:`nn.Module.load_state_dict`.
+
+        Returns:
+            The ``NamedTuple`` of missing and unexpected keys, as PyTorch's.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict: got {type(state_dict).__name__}, expected a Mapping")
+        ours = self.state_dict(keep_vars=True)
+        errors = []
+        if strict:
+            missing = [k for k in ours if k not in state_dict]
+            unexpected = [k for k in state_dict if k not in ours]
+            if missing:
+                errors.append(f"missing keys {missing}")
+            if unexpected:
+                errors.append(f"unexpected keys {unexpected}")
+        for key, mine in ours.items():
+            if key not in state_dict:
+                continue
+            value = state_dict[key]
+            if not isinstance(value, Tensor):
+                errors.append(f"{key!r}: got {type(value).__name__}, expected a Tensor")
+            elif value.shape != mine.shape:
+                errors.append(f"{key!r}: got shape {tuple(value.shape)}, expected {tuple(mine.shape)}")
+            elif (value.is_floating_point() or value.is_complex()) and not (
+                mine.is_floating_point() or mine.is_complex()
+            ):
+                errors.append(f"{key!r}: got dtype {value.dtype}, expected {mine.dtype} (not floating)")
+        if errors:
+            raise RuntimeError(
+                f"Error(s) in loading state_dict for {self.__class__.__name__} (nothing was loaded): "
+                + "; ".join(errors)
+            )
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     @staticmethod
     def _masters_into_state_dict(module: "AveragedModel", state_dict, prefix, local_metadata):
         named = module._averaged_named() if module._master_index else []
