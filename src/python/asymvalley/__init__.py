@@ -24,6 +24,7 @@ from torch.optim.swa_utils import (  # re-exported so that one import changes
 from ._library import LibraryError, library_path, load_library, loaded_library
 
 __all__ = [
+    "EMA",
     "AveragedModel",
     "SWA",
     "SWALR",
@@ -42,3 +43,4 @@ load_library()
 
 from .averaged_model import AveragedModel  # noqa: E402  (needs the ops registered)
 from .swa import SWA  # noqa: E402
+from .ema import EMA  # noqa: E402
