@@ -60,3 +60,10 @@ def test_resume_and_swap():
             assert torch.equal(p, q)
     for p, q in zip(model.parameters(), before):
         assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("kw,word", [({"beta": 1.5}, "beta"), ({"update_every": 0}, "update_every"),
+                                     ({"inv_gamma": 0.0}, "inv_gamma")])
+def test_bad_arguments_named(kw, word):
+    with pytest.raises(ValueError, match=word):
+        asymvalley.EMA(_model(), **kw)

@@ -114,12 +114,14 @@ class EMA(nn.Module):
         avg, src = self._pairs()
         saved = [t.clone() for t in src]
         with torch.no_grad():
-            torch._foreach_copy_(src, avg) if avg else None
+            for dst, a in zip(src, avg):
+                dst.copy_(a)
         try:
             yield self.model
         finally:
             with torch.no_grad():
-                torch._foreach_copy_(src, saved) if src else None
+                for dst, keep in zip(src, saved):
+                    dst.copy_(keep)
 
     def forward(self, *args, **kwargs):
         return self.ema_model(*args, **kwargs)
