@@ -23,6 +23,7 @@ from torch.optim.swa_utils import (  # re-exported so that one import changes
 from ._library import LibraryError, library_path, load_library, loaded_library
 
 __all__ = [
+    "EMA",
     "AveragedModel",
     "SWA",
     "SWALR",
@@ -44,3 +45,4 @@ from .averaged_model import AveragedModel  # noqa: E402  (needs the ops register
 from .bias import bias_toward_flat  # noqa: E402
 from .bn import update_bn  # noqa: E402
 from .swa import SWA  # noqa: E402
+from .ema import EMA  # noqa: E402

@@ -1,0 +1,69 @@
+"""asymvalley.EMA against the real ema_pytorch.EMA, every step, BatchNorm model included."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import asymvalley
+
+ema_pytorch = pytest.importorskip("ema_pytorch")
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+
+
+@pytest.mark.parametrize("after,every,kw", [
+    (100, 10, {}),                                  # multiple of update_every
+    (25, 10, {}),                                   # not a multiple
+    (7, 3, {"beta": 0.9, "min_value": 0.5}),        # warm-up clamped from below
+    (0, 1, {"inv_gamma": 1e-9, "beta": 0.95}),      # warm-up effectively off: decay == beta
+])
+def test_matches_ema_pytorch_every_step(after, every, kw):
+    model = _model()
+    ours = asymvalley.EMA(model, update_after_step=after, update_every=every, **kw)
+    ref = ema_pytorch.EMA(model, update_after_step=after, update_every=every, **kw)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(220):
+        x = torch.randn(16, 4, generator=g)
+        loss = model(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ours.update()
+        ref.update()
+        assert ours.get_current_decay() == pytest.approx(ref.get_current_decay(), abs=1e-7)
+        a = ours.ema_model.state_dict()
+        b = ref.ema_model.state_dict()
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_resume_and_swap():
+    model = _model()
+    ema = asymvalley.EMA(model, update_after_step=0, update_every=1, beta=0.9)
+    for _ in range(5):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.1)
+        ema.update()
+    other = asymvalley.EMA(copy.deepcopy(model), update_after_step=0, update_every=1, beta=0.9)
+    other.load_state_dict(ema.state_dict())
+    assert int(other.step) == 5
+    before = [p.clone() for p in model.parameters()]
+    with ema.swap_in() as m:
+        for p, q in zip(m.parameters(), ema.ema_model.parameters()):
+            assert torch.equal(p, q)
+    for p, q in zip(model.parameters(), before):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("kw,word", [({"beta": 1.5}, "beta"), ({"update_every": 0}, "update_every"),
+                                     ({"inv_gamma": 0.0}, "inv_gamma")])
+def test_bad_arguments_named(kw, word):
+    with pytest.raises(ValueError, match=word):
+        asymvalley.EMA(_model(), **kw)
