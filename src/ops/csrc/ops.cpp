@@ -31,7 +31,8 @@
 // alternatives in ATen (`_foreach_mul_` + a mixed `_foreach_add_`) move the same 18 B and fall to
 // per-tensor launches.
 //
-// Never include torch/extension.h here: it links Python (BUILD.md §5).
+// Never include torch/extension.h here: it pulls in pybind11 and links libpython, which a
+// library loaded by torch.ops.load_library (and by Rust, with no Python) must not need.
 #include <ATen/ATen.h>
 #include <torch/custom_class.h>
 #include <torch/library.h>
@@ -604,7 +605,8 @@ struct Averager : torch::CustomClassHolder {
 
 TORCH_LIBRARY(asymvalley, m) {
   // Each op also mutates a top-level tensor or is called with lists that outlive the graph;
-  // see BUILD.md §5 for why TorchScript would otherwise drop calls that only mutate a list.
+  // TorchScript's dead-code elimination may drop a call whose only effect is mutating a list
+  // argument, so each schema also marks a top-level tensor (or is used on lists that outlive the graph).
   m.def("swa_update_(Tensor(a!)[] avg, Tensor[] params, Tensor(b!) n_averaged) -> ()");
   m.def("ema_update_(Tensor(a!)[] avg, Tensor[] params, Tensor(b!) n_averaged, float decay) -> ()");
   m.def("bias_toward_flat_(Tensor(a!)[] out, Tensor[] avg, Tensor[] anchor, float beta) -> ()");
