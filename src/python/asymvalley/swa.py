@@ -13,6 +13,10 @@ semantics:
   them back); ``bn_update(loader, model)`` re-estimates BatchNorm with the sample-weighted
   momentum ``b/(n + b)`` before a batch of ``b`` samples after ``n``.
 
+It is a real :class:`torch.optim.Optimizer`: it shares the inner optimizer's ``param_groups`` list
+and ``state``, so ``torch.optim.lr_scheduler`` schedulers (``StepLR(SWA(opt))``, ``SWALR``) attach
+to it directly, and its step hooks, ``zero_grad`` and ``state_dict`` hooks work.
+
 What differs, on purpose:
 
 * one ``torch.ops.asymvalley.swa_update_`` (or ``ema_update_``) per parameter group over the whole
@@ -27,32 +31,61 @@ What differs, on purpose:
   ``w̄ + β(w̄ − w)``; ``with opt.averaged():`` swaps the average in for a block;
 * averages of bf16/fp16 parameters are kept in fp32; a swap keeps a copy of the model's own
   weights instead of writing them into the average, so swapping back is exact;
-* bad input (``swa_freq`` 0, negative ``swa_start``, a negative or NaN ``swa_lr``, ``swa_start``
-  after ``total_steps``, an optimizer without parameters, parameters added to the inner optimizer
-  after wrapping) raises ``ValueError`` naming the argument and changes nothing.
-
-Learning-rate schedulers attach to the inner optimizer (``SWA`` shares its ``param_groups``).
+* the parameters are fixed at wrapping: ``add_param_group`` is refused, and parameters added to
+  the inner optimizer afterwards make the next call raise (an average per group whose members
+  change has no meaning);
+* an optional end, ``total_steps`` (torchcontrib has none, and without it none is assumed): in auto
+  mode the schedule must take at least one average by then (else averaging would start after the
+  end), and a ``step()`` past it is refused, as ``OneCycleLR`` refuses one;
+* bad input (``swa_freq`` 0, a negative or non-integer ``swa_start``, a negative, NaN or infinite
+  ``swa_lr``, the start after the end, an optimizer without parameters, parameters added after
+  wrapping, a malformed state dict) raises ``ValueError`` naming the argument and changes nothing.
 """
 from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
 
+from ._swa_state import avg_dtype as _avg_dtype, checked_state, int_arg as _int_arg
+from .bn import update_bn
+
 __all__ = ["SWA"]
 
 
-def _avg_dtype(p: Tensor) -> torch.dtype:
-    # Half-precision averages would stop moving once (w - w̄)/(n+1) drops below an ulp.
-    return torch.float32 if p.dtype in (torch.float16, torch.bfloat16) else p.dtype
+def _first_average(swa_start: int, swa_freq: int) -> int:
+    """The step count after which auto mode takes its first average: the least ``k > swa_start``
+    with ``k % swa_freq == 0``."""
+    return (swa_start // swa_freq + 1) * swa_freq
 
 
-class SWA:
-    """Stochastic weight averaging (or an EMA) riding on ``optimizer.step()``; see the module doc."""
+class SWA(torch.optim.Optimizer):
+    r"""Stochastic weight averaging (or an EMA) riding on ``optimizer.step()``; see the module doc.
+
+    Args:
+        optimizer (torch.optim.Optimizer): the inner optimizer; its ``param_groups`` are shared.
+        swa_start (int, optional): steps before auto-mode averaging starts (``None``: manual mode).
+        swa_freq (int, optional): steps between auto-mode averages (``None``: manual mode).
+        swa_lr (float, optional): the lr set on every group from step ``swa_start`` on (auto mode).
+        mode (str): ``"swa"`` (running mean, default) or ``"ema"`` (``decay``).
+        decay (float): the EMA decay in (0, 1), for ``mode="ema"``.
+        total_steps (int, optional): the end of training in steps; see the module doc.
+
+    Example::
+
+        >>> opt = SWA(torch.optim.SGD(model.parameters(), lr=0.1), swa_start=10, swa_freq=5, swa_lr=0.05)
+        >>> sched = torch.optim.lr_scheduler.StepLR(opt, step_size=30)   # schedulers take it directly
+        >>> for x, y in loader:
+        ...     opt.zero_grad(); loss_fn(model(x), y).backward(); opt.step()
+        >>> opt.swap_swa_sgd()
+    """
 
     def __init__(
         self,
@@ -65,35 +98,59 @@ class SWA:
         decay: float = 0.999,
         total_steps: int | None = None,
     ) -> None:
+        # Everything is validated before anything is set, here or on the inner optimizer.
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ValueError(f"optimizer: got {type(optimizer).__name__}, expected a torch.optim.Optimizer")
+        if isinstance(optimizer, SWA):
+            raise ValueError("optimizer: got an SWA; expected the inner optimizer (wrap it once)")
         groups = [list(g["params"]) for g in optimizer.param_groups]
         if sum(len(g) for g in groups) == 0:
             raise ValueError("optimizer: it has no parameters; expected at least one parameter to average")
         auto = swa_start is not None and swa_freq is not None
+        if total_steps is not None:
+            total_steps = _int_arg("total_steps", total_steps, 1)
         if auto:
-            if int(swa_start) != swa_start or swa_start < 0:
-                raise ValueError(f"swa_start: got {swa_start}, expected an integer >= 0")
-            if int(swa_freq) != swa_freq or swa_freq < 1:
-                raise ValueError(f"swa_freq: got {swa_freq}, expected an integer >= 1")
-            if total_steps is not None and swa_start > total_steps:
+            swa_start = _int_arg("swa_start", swa_start, 0)
+            swa_freq = _int_arg("swa_freq", swa_freq, 1)
+            first = _first_average(swa_start, swa_freq)
+            if total_steps is not None and first > total_steps:
                 raise ValueError(
-                    f"swa_start: got {swa_start}, expected at most total_steps = {total_steps} "
+                    f"swa_start: got {swa_start} (first average after step {first} with swa_freq "
+                    f"{swa_freq}), expected the first average by total_steps = {total_steps} "
                     "(averaging would start after the end of training)"
                 )
-        if swa_lr is not None and not (isinstance(swa_lr, (int, float)) and math.isfinite(swa_lr) and swa_lr >= 0):
-            raise ValueError(f"swa_lr: got {swa_lr}, expected a finite number >= 0")
-        if not auto and swa_lr is not None:
-            warnings.warn("SWA: manual mode (swa_start or swa_freq is None), so swa_lr is ignored", stacklevel=2)
+        if swa_lr is not None and not (
+            isinstance(swa_lr, numbers.Real) and not isinstance(swa_lr, bool)
+            and math.isfinite(swa_lr) and swa_lr >= 0
+        ):
+            raise ValueError(f"swa_lr: got {swa_lr!r}, expected a finite number >= 0")
         if mode not in ("swa", "ema"):
             raise ValueError(f"mode: got {mode!r}, expected 'swa' or 'ema'")
-        if mode == "ema" and not (0.0 < decay < 1.0):
-            raise ValueError(f"decay: got {decay}, expected a number in the open interval (0, 1)")
+        if mode == "ema" and not (isinstance(decay, numbers.Real) and 0.0 < decay < 1.0):
+            raise ValueError(f"decay: got {decay!r}, expected a number in the open interval (0, 1)")
+        if not auto and swa_lr is not None:
+            warnings.warn("SWA: manual mode (swa_start or swa_freq is None), so swa_lr is ignored", stacklevel=2)
+        # Optimizer.__init__ would build param_groups of its own through add_param_group (which
+        # this class refuses); set up what it sets up, with the inner optimizer's groups and state
+        # shared, so schedulers writing group["lr"] reach the inner optimizer.
+        torch._C._log_api_usage_once("python.optimizer")
+        self.defaults = optimizer.defaults
+        self._optimizer_step_pre_hooks: OrderedDict = OrderedDict()
+        self._optimizer_step_post_hooks: OrderedDict = OrderedDict()
+        self._optimizer_state_dict_pre_hooks: OrderedDict = OrderedDict()
+        self._optimizer_state_dict_post_hooks: OrderedDict = OrderedDict()
+        self._optimizer_load_state_dict_pre_hooks: OrderedDict = OrderedDict()
+        self._optimizer_load_state_dict_post_hooks: OrderedDict = OrderedDict()
+        self._patch_step_function()  # wraps SWA.step once, so step pre/post hooks run
+        self._warned_capturable_if_run_uncaptured = True
         self.optimizer = optimizer
+        self.param_groups = optimizer.param_groups  # the same list object
+        self.state = optimizer.state
         self._auto = auto
-        self.swa_start = int(swa_start) if auto else None
-        self.swa_freq = int(swa_freq) if auto else None
+        self.swa_start = swa_start if auto else None
+        self.swa_freq = swa_freq if auto else None
         self.swa_lr = float(swa_lr) if (auto and swa_lr is not None) else None
+        self.total_steps = total_steps
         self.mode = mode
         self.decay = float(decay)
         self._groups = groups
@@ -102,29 +159,26 @@ class SWA:
         self._steps = 0
         self._backup: list[list[Tensor]] | None = None
 
+    def __repr__(self) -> str:
+        return f"SWA(mode={self.mode!r}, swa_start={self.swa_start}, swa_freq={self.swa_freq}, " \
+               f"swa_lr={self.swa_lr}, optimizer={self.optimizer!r})"
+
     # -- torch.optim.Optimizer surface ---------------------------------------------------------
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:
-        return self.optimizer.param_groups
-
-    @property
-    def state(self):
-        return self.optimizer.state
-
-    @property
-    def defaults(self) -> dict[str, Any]:
-        return self.optimizer.defaults
-
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """The inner optimizer's ``zero_grad`` (the parameters are the same)."""
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Adds a group to the inner optimizer and tracks it (its average starts empty)."""
-        self._check_unchanged("add_param_group")
-        self.optimizer.add_param_group(param_group)
-        self._groups.append(list(self.optimizer.param_groups[-1]["params"]))
-        self._avg.append(None)
-        self._n.append(torch.zeros((), dtype=torch.int64))
+        """Refused: the averaged parameters are fixed when the optimizer is wrapped.
+
+        Raises:
+            ValueError: always; nothing is added to this or the inner optimizer.
+        """
+        n = len(param_group.get("params", ())) if isinstance(param_group, dict) else "?"
+        raise ValueError(
+            f"param_group: got a group of {n} parameters, expected none: SWA averages the "
+            "parameters it was given at wrapping; wrap an optimizer that already has every group"
+        )
 
     # -- averaging -----------------------------------------------------------------------------
     def _check_unchanged(self, op: str) -> None:
@@ -137,8 +191,7 @@ class SWA:
             raise ValueError(
                 f"{op}: the inner optimizer's parameters changed after wrapping "
                 f"({[len(g['params']) for g in groups]} per group, wrapped "
-                f"{[len(ps) for ps in self._groups]}); expected the same parameters "
-                "(add groups through SWA.add_param_group)"
+                f"{[len(ps) for ps in self._groups]}); expected the same parameters"
             )
         if self._backup is not None:
             raise ValueError(f"{op}: called while the average is swapped in; expected swap_swa_sgd() first")
@@ -154,7 +207,11 @@ class SWA:
             torch.ops.asymvalley.ema_update_(self._avg[i], params, self._n[i], self.decay)
 
     def update_swa_group(self, group: dict[str, Any]) -> None:
-        """Averages the parameters of one param group (torchcontrib's ``update_swa_group``)."""
+        """Averages the parameters of one param group (torchcontrib's ``update_swa_group``).
+
+        Args:
+            group: one of ``self.param_groups`` (the dict itself).
+        """
         self._check_unchanged("update_swa_group")
         i = next((k for k, g in enumerate(self.optimizer.param_groups) if g is group), None)
         if i is None:
@@ -167,9 +224,20 @@ class SWA:
         for i in range(len(self._groups)):
             self._update_group(i)
 
-    def step(self, closure=None):
-        """The inner step; in auto mode the SWA learning rate before it and the average after."""
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """The inner step; in auto mode the SWA learning rate before it and the average after.
+
+        Args:
+            closure: passed to the inner optimizer's ``step``.
+
+        Returns:
+            What the inner ``step`` returns (the closure's loss, if any).
+        """
         self._check_unchanged("step")
+        if self.total_steps is not None and self._steps >= self.total_steps:
+            raise ValueError(
+                f"step: this would be step {self._steps + 1}, expected at most total_steps = {self.total_steps}"
+            )
         if self.swa_lr is not None and self._steps >= self.swa_start:
             for g in self.optimizer.param_groups:
                 g["lr"] = self.swa_lr
@@ -234,42 +302,41 @@ class SWA:
         torch.ops.asymvalley.bias_toward_flat_(ps, [a.to(p.dtype) for a, p in zip(avs, ps)], ps, float(beta))
 
     @staticmethod
-    @torch.no_grad()
-    def bn_update(loader, model: nn.Module, device=None) -> None:
+    def bn_update(loader: Iterable[Any], model: nn.Module, device: torch.device | str | None = None) -> None:
         """One pass over ``loader`` re-estimating BatchNorm statistics, batches weighted by size.
 
-        The running mean and variance are reset to 0 and 1, and before a batch of ``b`` samples
-        after ``n`` every BatchNorm momentum is ``b/(n + b)``, so the result is the size-weighted
-        mean of the batch statistics (torchcontrib's and the official code's ``bn_update``).
-        The momenta and the train/eval mode are restored.
+        Before a batch of ``b`` samples after ``n`` every BatchNorm momentum is ``b/(n + b)``, so
+        the result is the size-weighted mean of the batch statistics (torchcontrib's and the
+        official code's ``bn_update``); this is :func:`asymvalley.update_bn` with
+        ``weighting="sample"``.
+
+        Args:
+            loader: an iterable of batches (a list/tuple batch uses its first element).
+            model: the module whose BatchNorm running statistics are recomputed.
+            device: if given, each input is moved there first.
+
+        Returns:
+            None; the momenta and the train/eval mode are restored.
+
+        Example::
+
+            >>> opt.swap_swa_sgd()
+            >>> SWA.bn_update(train_loader, model)
         """
-        bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if not bns:
-            return
-        was_training = model.training
-        momenta = [m.momentum for m in bns]
-        model.train()
-        for m in bns:
-            m.running_mean.zero_()
-            m.running_var.fill_(1.0)
-        n = 0
-        try:
-            for batch in loader:
-                x = batch[0] if isinstance(batch, (list, tuple)) else batch
-                b = x.size(0)
-                for m in bns:
-                    m.momentum = b / float(n + b)
-                model(x.to(device) if device is not None else x)
-                n += b
-        finally:
-            for m, mom in zip(bns, momenta):
-                m.momentum = mom
-            model.train(was_training)
+        update_bn(loader, model, weighting="sample", device=device)
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """The inner optimizer's state dict plus the averaging state, keyed by position."""
-        return {
+        """The inner optimizer's state dict plus the averaging state, keyed by position.
+
+        Returns:
+            ``{"optimizer": inner.state_dict(), "swa": {"mode", "steps", "n_averaged", "averages"}}``,
+            tensors and plain values only (``torch.load(weights_only=True)`` reads it). The
+            ``register_state_dict_pre_hook`` / ``post_hook`` hooks run as for any optimizer.
+        """
+        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
+            pre_hook(self)
+        state = {
             "optimizer": self.optimizer.state_dict(),
             "swa": {
                 "mode": self.mode,
@@ -278,33 +345,30 @@ class SWA:
                 "averages": [None if a is None else [t.clone() for t in a] for a in self._avg],
             },
         }
+        for post_hook in self._optimizer_state_dict_post_hooks.values():
+            result = post_hook(self, state)
+            if result is not None:
+                state = result
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restores :meth:`state_dict`'s output; everything is checked before anything changes."""
+        """Restores :meth:`state_dict`'s output; everything is checked before anything changes.
+
+        Args:
+            state_dict: what :meth:`state_dict` returned (possibly through ``torch.save``/``load``).
+
+        Raises:
+            ValueError: a malformed state (naming the part), or the parameters changed after wrapping.
+        """
         self._check_unchanged("load_state_dict")
-        swa = state_dict["swa"]
-        if swa["mode"] != self.mode:
-            raise ValueError(f"state_dict: mode {swa['mode']!r}, expected {self.mode!r}")
-        avgs = swa["averages"]
-        if len(avgs) != len(self._groups) or len(swa["n_averaged"]) != len(self._groups):
-            raise ValueError(f"state_dict: {len(avgs)} param groups, expected {len(self._groups)}")
-        new_avg: list[list[Tensor] | None] = []
-        for gi, (a, params) in enumerate(zip(avgs, self._groups)):
-            if a is None:
-                new_avg.append(None)
-                continue
-            if len(a) != len(params):
-                raise ValueError(f"state_dict: group {gi} has {len(a)} averages, expected {len(params)}")
-            out = []
-            for pi, (t, p) in enumerate(zip(a, params)):
-                if t.shape != p.shape or t.dtype != _avg_dtype(p):
-                    raise ValueError(
-                        f"state_dict: group {gi} parameter {pi} average is {tuple(t.shape)} {t.dtype}, "
-                        f"expected {tuple(p.shape)} {_avg_dtype(p)}"
-                    )
-                out.append(t.detach().to(p.device, copy=True))
-            new_avg.append(out)
-        self.optimizer.load_state_dict(state_dict["optimizer"])
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = pre_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        new_avg, counts, steps = checked_state(state_dict, self.mode, self.total_steps, self._groups)
+        self.optimizer.load_state_dict(state_dict["optimizer"])  # validates before it changes anything
         self._avg = new_avg
-        self._n = [torch.tensor(int(n), dtype=torch.int64) for n in swa["n_averaged"]]
-        self._steps = int(swa["steps"])
+        self._n = [torch.tensor(n, dtype=torch.int64) for n in counts]
+        self._steps = steps
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
