@@ -1,4 +1,4 @@
-// A minimal TorchScript module handle for src/valley/torchscript.rs. tch 0.24's `CModule`
+// A minimal TorchScript module handle for src/shim/jit.rs (used by src/valley/torchscript.rs). tch 0.24's `CModule`
 // exposes `named_parameters` but not buffers, so BatchNorm running statistics of a scripted
 // model cannot be reset or read through it; this handle exposes both (as aliases).
 //

@@ -1,6 +1,7 @@
-//! Raw declarations of the C++ shim in `src/csrc/foreach.cpp`. The only `unsafe` in the crate
+//! Raw declarations of the C++ shim (`csrc/foreach.cpp`, `csrc/torchscript.cpp`). The only `unsafe` in the crate
 //! outside tensor-pointer borrowing lives next to these declarations.
-use std::os::raw::c_char;
+use std::ffi::c_void;
+use std::os::raw::{c_char, c_int};
 use torch_sys::C_tensor;
 
 extern "C" {
@@ -23,4 +24,22 @@ extern "C" {
         n: usize,
         beta: f64,
     ) -> *mut c_char;
+}
+
+// TorchScript module handle (csrc/torchscript.cpp)
+extern "C" {
+    pub fn asymvalley_jit_load(path: *const c_char, out: *mut *mut c_void) -> *mut c_char;
+    pub fn asymvalley_jit_free(module: *mut c_void);
+    pub fn asymvalley_jit_named(
+        module: *mut c_void,
+        buffers: c_int,
+        data: *mut c_void,
+        cb: extern "C" fn(*mut c_void, *const c_char, *mut C_tensor),
+    ) -> *mut c_char;
+    pub fn asymvalley_jit_forward(
+        module: *mut c_void,
+        input: *const C_tensor,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
+    pub fn asymvalley_jit_train(module: *mut c_void, on: c_int) -> *mut c_char;
 }

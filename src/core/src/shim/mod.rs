@@ -5,6 +5,7 @@
 //! Callers validate lengths, shapes, dtypes and devices first: these functions only check the
 //! list lengths (empty lists are a no-op, which ATen would refuse) and turn any C++ exception into [`Error::Shim`].
 mod ffi;
+pub mod jit;
 
 use crate::error::{Error, Result};
 use std::ffi::CStr;

@@ -3,7 +3,7 @@
 //! Why not `tch::CModule`: in tch 0.24 it exposes `named_parameters` (aliases, so parameters can
 //! be moved) but no buffers, and a scripted BatchNorm's momentum is a TorchScript constant; so
 //! through `CModule` alone BatchNorm statistics can only be stale. [`ScriptModel`] is a small
-//! handle on the same `torch::jit::Module` (src/csrc/valley_op.cpp) that also exposes buffers.
+//! handle on the same `torch::jit::Module` ([`crate::shim::jit`]) that also exposes buffers.
 //!
 //! BatchNorm re-estimation without setting the momentum (exact up to float rounding): every BN
 //! layer's train-mode update is `r ← (1 − m)·r + m·s` (s the batch statistic; m its momentum, or
@@ -13,69 +13,18 @@
 //! `Σ_b size_b·s_b / Σ_b size_b` is accumulated in float64 and written back.
 use super::model::ProbeModel;
 use crate::error::{Error, Result};
+use crate::shim::jit::JitModule;
 use std::cell::RefCell;
-use std::ffi::{c_void, CStr, CString};
-use std::os::raw::{c_char, c_int};
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
-use torch_sys::C_tensor;
-
-extern "C" {
-    fn asymvalley_free_error(msg: *mut c_char);
-    fn asymvalley_jit_load(path: *const c_char, out: *mut *mut c_void) -> *mut c_char;
-    fn asymvalley_jit_free(module: *mut c_void);
-    fn asymvalley_jit_named(
-        module: *mut c_void,
-        buffers: c_int,
-        data: *mut c_void,
-        cb: extern "C" fn(*mut c_void, *const c_char, *mut C_tensor),
-    ) -> *mut c_char;
-    fn asymvalley_jit_forward(
-        module: *mut c_void,
-        input: *const C_tensor,
-        out: *mut *mut C_tensor,
-    ) -> *mut c_char;
-    fn asymvalley_jit_train(module: *mut c_void, on: c_int) -> *mut c_char;
-}
-
-/// Turns a C++ message (or NULL) into a `Result`, freeing the message.
-fn check(msg: *mut c_char, op: &'static str) -> Result<()> {
-    if msg.is_null() {
-        return Ok(());
-    }
-    // SAFETY: a non-NULL message is a malloc'ed NUL-terminated string owned by us now.
-    let text = unsafe { CStr::from_ptr(msg) }
-        .to_string_lossy()
-        .into_owned();
-    // SAFETY: freed once, with the matching free.
-    unsafe { asymvalley_free_error(msg) };
-    Err(Error::Shim { op, msg: text })
-}
-
-extern "C" fn collect(data: *mut c_void, name: *const c_char, t: *mut C_tensor) {
-    // SAFETY: data is the &mut Vec passed by `named`, name a valid C string, and t a fresh
-    // `new at::Tensor` whose ownership passes to the Tensor.
-    unsafe {
-        let v = &mut *(data as *mut Vec<(String, Tensor)>);
-        let name = CStr::from_ptr(name).to_string_lossy().into_owned();
-        v.push((name, Tensor::from_ptr(t)));
-    }
-}
 
 /// A TorchScript module loaded from a file, in eval mode.
 #[derive(Debug)]
 pub struct ScriptModel {
-    ptr: *mut c_void,
+    module: JitModule,
     path: PathBuf,
     /// Measured BatchNorm momenta, one per layer (see the module docs), once measured.
     momenta: RefCell<Option<Vec<f64>>>,
-}
-
-impl Drop for ScriptModel {
-    fn drop(&mut self) {
-        // SAFETY: ptr came from asymvalley_jit_load and is freed once.
-        unsafe { asymvalley_jit_free(self.ptr) }
-    }
 }
 
 struct BnLayer {
@@ -94,20 +43,12 @@ impl ScriptModel {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "model file not found"),
             ));
         }
-        let c = CString::new(path.to_string_lossy().as_bytes())
-            .map_err(|_| Error::invalid("model", path.display(), "a path without NUL bytes"))?;
-        let mut ptr = std::ptr::null_mut();
-        // SAFETY: c is a valid C string; ptr receives a new module on success.
-        check(
-            unsafe { asymvalley_jit_load(c.as_ptr(), &mut ptr) },
-            "torch::jit::load",
-        )
-        .map_err(|e| Error::Data {
+        let module = JitModule::load(path).map_err(|e| Error::Data {
             path: path.to_path_buf(),
             reason: format!("not a loadable TorchScript model: {e}"),
         })?;
         Ok(ScriptModel {
-            ptr,
+            module,
             path: path.to_path_buf(),
             momenta: RefCell::new(None),
         })
@@ -119,39 +60,17 @@ impl ScriptModel {
     }
 
     fn named(&self, buffers: bool) -> Result<Vec<(String, Tensor)>> {
-        let mut v: Vec<(String, Tensor)> = Vec::new();
-        // SAFETY: ptr is a live module; collect pushes into v only during this call.
-        check(
-            unsafe {
-                asymvalley_jit_named(
-                    self.ptr,
-                    c_int::from(buffers),
-                    &mut v as *mut _ as *mut c_void,
-                    collect,
-                )
-            },
-            "named tensors",
-        )?;
+        let mut v = self.module.named(buffers)?;
         v.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(v)
     }
 
     fn set_train(&self, on: bool) -> Result<()> {
-        // SAFETY: ptr is a live module.
-        check(
-            unsafe { asymvalley_jit_train(self.ptr, c_int::from(on)) },
-            "train",
-        )
+        self.module.train(on)
     }
 
     fn forward_raw(&self, xs: &Tensor) -> Result<Tensor> {
-        let mut out = std::ptr::null_mut();
-        // SAFETY: ptr is a live module, xs a live tensor; out receives a new tensor on success.
-        check(
-            unsafe { asymvalley_jit_forward(self.ptr, xs.as_ptr(), &mut out) },
-            "the model's forward",
-        )
-        .map_err(|e| {
+        self.module.forward(xs).map_err(|e| {
             // TorchScript prefixes the cause with its interpreter traceback: keep the cause.
             let text = e.to_string();
             let cause = text
@@ -168,9 +87,7 @@ impl ScriptModel {
                     cause.trim()
                 ),
             }
-        })?;
-        // SAFETY: out is a fresh `new at::Tensor` whose ownership we take.
-        Ok(unsafe { Tensor::from_ptr(out) })
+        })
     }
 
     fn bn_layers(&self) -> Result<Vec<BnLayer>> {
