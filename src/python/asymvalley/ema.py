@@ -3,48 +3,124 @@
 Schedule (ema-pytorch's): with ``step`` counted before the increment, the first call copies the
 model; later, every ``update_every`` steps, steps ``<= update_after_step`` copy and later steps
 average ``avg <- decay * avg + (1 - decay) * param`` with the warm-up decay
-``clamp(1 - (1 + e / inv_gamma) ** -power, min_value, beta)``, ``e = max(step_count - update_after_step - 1, 0)``
-(``decay = 0`` when ``e == 0``). Integer tensors (``num_batches_tracked``) are neither copied nor averaged.
+``clamp(1 - (1 + e / inv_gamma) ** -power, min_value, beta)``, ``e = step_count - update_after_step - 1``
+(``decay = 0``, a copy, when ``e <= 0``). Integer tensors (``num_batches_tracked``) are neither
+copied nor averaged, as in ema-pytorch, unless ``copy_integer_tensors=True`` (timm's behaviour).
+
+timm ``ModelEmaV3``
+-------------------
+timm's class computes the same warm-up with other names and another step convention. Its
+``update(model, step=k)`` uses ``e = max(0, k - update_after_step - 1)``, decay 0 (a copy) when
+``e <= 0``, else ``1 - (1 + e / warmup_gamma) ** -warmup_power`` clamped to ``[min_decay, decay]``
+with ``use_warmup=True``, or ``decay`` itself with ``use_warmup=False``. timm's ``train.py`` counts
+``k`` from 1 (it increments ``num_updates`` before the call). Our ``k``-th :meth:`EMA.update` uses
+``e = k - update_after_step - 1`` and copies on the first call and while ``e <= 0``: the same
+schedule. So::
+
+    timm.utils.ModelEmaV3(model, decay=d, min_decay=m, update_after_step=a, use_warmup=True,
+                          warmup_gamma=g, warmup_power=p)          # ema.update(model, step=k), k = 1, 2, ...
+    asymvalley.EMA(model, beta=d, min_value=m, update_after_step=a, update_every=1,
+                   inv_gamma=g, power=p, copy_integer_tensors=True)  # ema.update()
+
+- ``use_warmup=False``: pass ``min_value=d`` (with ``beta=d``): the clamp then gives ``d`` exactly
+  for every ``e >= 1``, as timm's constant decay.
+- ``step`` counted from 0 (``k - 1``): pass ``update_after_step=a + 1``.
+- ``step=None`` (timm's default call): a constant ``decay`` from the first call on, averaging into
+  the copy made at construction. Map it as ``use_warmup=False`` with ``update_after_step=0`` and
+  call :meth:`EMA.update` once right after construction (that copy is timm's ``deepcopy``); timm's
+  ``k``-th update is then our ``(k + 1)``-th.
+- ``exclude_buffers=True`` (buffers copied, not averaged): pass the floating buffer names as
+  ``param_or_buffer_names_no_ema`` (``[n for n, b in model.named_buffers() if b.is_floating_point()]``).
+- Integer buffers: timm copies them on every update; ``copy_integer_tensors=True`` does the same.
+
+Equal to float rounding (timm lerps with ``_foreach_lerp_``, we run ``ema_update_``); tested against
+timm itself in ``tests/python/test_timm_mapping.py``. What does not map:
+
+- ``stochastic_rounding`` (timm's default for a bfloat16 EMA): random rounding of a bf16 average.
+  We keep an fp32 average instead, which is what timm gives with ``dtype=torch.float32``.
+- ``dtype=`` other than the fp32 average of a half model (an fp64 EMA of an fp32 model): no
+  counterpart; the average has the model's dtype.
+- ``update(model)`` taking the model as an argument: ours averages the model given at construction.
+- Non-persistent buffers: timm walks ``state_dict()`` and leaves them alone; we average every
+  floating buffer (``named_buffers()``); list them in ``ignore_names`` to get timm's result.
+- The state_dict: timm's keys are ``module.*``, ours ``ema_model.*`` plus ``step`` and ``initted``.
 """
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from contextlib import contextmanager
-from typing import Iterator, List, Sequence, Tuple
+from typing import Any, Iterator
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 
-def _floating(t: torch.Tensor) -> bool:
+def _floating(t: Tensor) -> bool:
     return torch.is_floating_point(t) or torch.is_complex(t)
 
 
 class EMA(nn.Module):
-    r"""Exponential moving average of a model's floating parameters and buffers.
+    r"""Exponential moving average of a model's floating parameters and buffers (ema-pytorch's API).
+
+    The average is ``ema_model``, a deep copy of ``model`` updated by :meth:`update`:
+    :math:`\bar w \leftarrow \delta \bar w + (1 - \delta) w` with the warm-up decay
+    :math:`\delta = \mathrm{clamp}(1 - (1 + e/\gamma^{-1})^{-p}, \text{min\_value}, \beta)`
+    (see the module doc for the schedule and for timm's ``ModelEmaV3`` mapping).
 
     Args:
         model (nn.Module): the online model (not copied; ``ema_model`` is a deep copy of it).
         beta (float): the largest decay. Default: 0.9999.
         update_after_step (int): steps up to this one copy the model instead of averaging.
         update_every (int): act only on steps divisible by this.
-        inv_gamma (float), power (float), min_value (float): the warm-up schedule (module doc).
-        ignore_names (Sequence[str]): parameter/buffer names left untouched.
+        inv_gamma (float): the warm-up's :math:`\gamma^{-1}` (> 0).
+        power (float): the warm-up's exponent :math:`p`.
+        min_value (float): the smallest decay once averaging starts.
+        param_or_buffer_names_no_ema (Iterable[str]): names copied from the model on every update
+            instead of averaged.
+        ignore_names (Iterable[str]): names left out of the average (still copied on copy steps,
+            as in ema-pytorch).
+        copy_integer_tensors (bool): copy integer buffers (``num_batches_tracked``) from the model on
+            every update, as timm does; ema-pytorch leaves them alone (the default).
+
+    Example::
+
+        >>> import torch, asymvalley
+        >>> model = torch.nn.Linear(4, 2)
+        >>> ema = asymvalley.EMA(model, beta=0.99, update_after_step=0, update_every=1)
+        >>> for _ in range(3):
+        ...     ema.update()
+        >>> ema(torch.randn(1, 4)).shape
+        torch.Size([1, 2])
     """
 
-    def __init__(self, model: nn.Module, beta: float = 0.9999, update_after_step: int = 100,
-                 update_every: int = 10, inv_gamma: float = 1.0, power: float = 2 / 3,
-                 min_value: float = 0.0, ignore_names: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        beta: float = 0.9999,
+        update_after_step: int = 100,
+        update_every: int = 10,
+        inv_gamma: float = 1.0,
+        power: float = 2 / 3,
+        min_value: float = 0.0,
+        param_or_buffer_names_no_ema: Iterable[str] = (),
+        ignore_names: Iterable[str] = (),
+        copy_integer_tensors: bool = False,
+    ) -> None:
         super().__init__()
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"EMA: beta={beta} must be in [0, 1]")
         if update_every < 1:
             raise ValueError(f"EMA: update_every={update_every} must be >= 1")
+        if update_after_step < 0:
+            raise ValueError(f"EMA: update_after_step={update_after_step} must be >= 0")
         if inv_gamma <= 0:
             raise ValueError(f"EMA: inv_gamma={inv_gamma} must be > 0")
         self.beta, self.update_after_step, self.update_every = beta, update_after_step, update_every
         self.inv_gamma, self.power, self.min_value = inv_gamma, power, min_value
+        self.param_or_buffer_names_no_ema = set(param_or_buffer_names_no_ema)
         self.ignore_names = set(ignore_names)
+        self.copy_integer_tensors = bool(copy_integer_tensors)
         self.online_model = [model]  # a list so that it is not registered as a submodule
         self.ema_model = copy.deepcopy(model).eval()
         self.ema_model.requires_grad_(False)
@@ -55,22 +131,44 @@ class EMA(nn.Module):
 
     @property
     def model(self) -> nn.Module:
+        """The online model (not part of this module's state_dict)."""
         return self.online_model[0]
 
-    def _pairs(self) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
-        avg: List[torch.Tensor] = []
-        src: List[torch.Tensor] = []
+    def _pairs(self, averaging: bool) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+        """(averaged, their sources, copied, their sources): by name, ema-pytorch's rules.
+
+        On an averaging step the ``ignore_names`` are skipped and ``param_or_buffer_names_no_ema``
+        (and, with ``copy_integer_tensors``, integer tensors) are copied; on a copy step every
+        floating tensor is copied."""
+        avg: list[Tensor] = []
+        src: list[Tensor] = []
+        copy_dst: list[Tensor] = []
+        copy_src: list[Tensor] = []
         for getter in ("named_parameters", "named_buffers"):
             mine = dict(getattr(self.ema_model, getter)())
             for name, t in getattr(self.model, getter)():
-                if name in self.ignore_names or name not in mine or not _floating(t):
+                if name not in mine:
                     continue
-                avg.append(mine[name].data)
-                src.append(t.data)
-        return avg, src
+                if not _floating(t):
+                    if self.copy_integer_tensors:
+                        copy_dst.append(mine[name].data)
+                        copy_src.append(t.data)
+                    continue
+                if not averaging or name in self.param_or_buffer_names_no_ema:
+                    copy_dst.append(mine[name].data)
+                    copy_src.append(t.data)
+                elif name not in self.ignore_names:
+                    avg.append(mine[name].data)
+                    src.append(t.data)
+        return avg, src, copy_dst, copy_src
 
     def get_current_decay(self) -> float:
-        """The decay of the next average, ema-pytorch's warm-up formula clamped to [min_value, beta]."""
+        """The decay of the current step (after :meth:`update` counted it).
+
+        Returns:
+            ``clamp(1 - (1 + e / inv_gamma) ** -power, min_value, beta)`` with
+            ``e = step - update_after_step - 1``, or 0.0 when ``e <= 0``.
+        """
         epoch = max(int(self.step.item()) - self.update_after_step - 1, 0)
         if epoch <= 0:
             return 0.0
@@ -79,19 +177,21 @@ class EMA(nn.Module):
 
     @torch.no_grad()
     def copy_params_from_model_to_ema(self) -> None:
-        avg, src = self._pairs()
-        if avg:
-            torch._foreach_copy_(avg, src)
+        """Copies every floating (and, with ``copy_integer_tensors``, integer) tensor of the model into ``ema_model``."""
+        _, _, dst, src = self._pairs(averaging=False)
+        if dst:
+            torch._foreach_copy_(dst, src)
 
     @torch.no_grad()
     def copy_params_from_ema_to_model(self) -> None:
-        avg, src = self._pairs()
-        if avg:
-            torch._foreach_copy_(src, avg)
+        """Copies the average into the online model (ema-pytorch's name)."""
+        _, _, dst, src = self._pairs(averaging=False)
+        if dst:
+            torch._foreach_copy_(src, dst)
 
     @torch.no_grad()
     def update(self) -> None:
-        """Advance one step: copy, average (fused ``ema_update_``) or skip, as the schedule says."""
+        """Advances one step: copy, average (one fused ``ema_update_``) or skip, as the schedule says."""
         step = int(self.step.item())
         self.step += 1
         if not bool(self.initted.item()):
@@ -103,15 +203,27 @@ class EMA(nn.Module):
         if step <= self.update_after_step:
             self.copy_params_from_model_to_ema()
             return
-        avg, src = self._pairs()
-        if avg:
-            count = self._count.to(avg[0].device)
-            torch.ops.asymvalley.ema_update_(avg, src, count, self.get_current_decay())
+        if self.beta == 1.0:  # ema-pytorch's "frozen" average: nothing moves, nothing is copied
+            return
+        decay = self.get_current_decay()
+        avg, src, copy_dst, copy_src = self._pairs(averaging=True)
+        if copy_dst:
+            torch._foreach_copy_(copy_dst, copy_src)
+        if not avg or decay >= 1.0:  # min_value == 1: nothing moves (the op takes decay in (0, 1))
+            return
+        if decay <= 0.0:
+            torch._foreach_copy_(avg, src)
+            return
+        torch.ops.asymvalley.ema_update_(avg, src, self._count, decay)
 
     @contextmanager
     def swap_in(self) -> Iterator[nn.Module]:
-        """Put the averaged weights into the online model for the block, then restore its own."""
-        avg, src = self._pairs()
+        """Puts the averaged weights into the online model for the block, then restores its own.
+
+        Returns:
+            A context manager yielding the online model holding the average.
+        """
+        _, _, avg, src = self._pairs(averaging=False)
         saved = [t.clone() for t in src]
         with torch.no_grad():
             for dst, a in zip(src, avg):
@@ -123,5 +235,6 @@ class EMA(nn.Module):
                 for dst, keep in zip(src, saved):
                     dst.copy_(keep)
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Runs ``ema_model``."""
         return self.ema_model(*args, **kwargs)
