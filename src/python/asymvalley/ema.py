@@ -7,6 +7,16 @@ average ``avg <- decay * avg + (1 - decay) * param`` with the warm-up decay
 (``decay = 0``, a copy, when ``e <= 0``). Integer tensors (``num_batches_tracked``) are neither
 copied nor averaged, as in ema-pytorch, unless ``copy_integer_tensors=True`` (timm's behaviour).
 
+Half-precision models
+---------------------
+A bf16/fp16 tensor cannot hold an EMA: ``(1 - decay) * (param - avg)`` is far below its resolution
+at usual decays and rounds away, so a bf16 average stalls (ema-pytorch on a bf16 model does). For
+every averaged bf16/fp16 tensor this class keeps an **fp32 master** (a non-persistent buffer) and
+averages into it; ``ema_model`` keeps the model's dtype (so it runs on the model's inputs) and holds
+the master rounded to that dtype after every update. ``state_dict()`` returns the fp32 masters under
+the usual ``ema_model.*`` keys, so a resume continues bit for bit; ``load_state_dict`` takes fp32 or
+half values (the masters are set from them).
+
 timm ``ModelEmaV3``
 -------------------
 timm's class computes the same warm-up with other names and another step convention. Its
@@ -54,6 +64,9 @@ from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
+
+
+_HALF = (torch.float16, torch.bfloat16)
 
 
 def _floating(t: Tensor) -> bool:
@@ -128,6 +141,18 @@ class EMA(nn.Module):
         self.register_buffer("initted", torch.tensor(False))
         # ema_update_ copies when its counter is 0; we keep it at >= 1 so it always averages.
         self._count = torch.ones((), dtype=torch.int64)
+        # fp32 masters of the half-precision floating tensors, by name (see the module doc).
+        self._masters: dict[str, str] = {}
+        for getter in ("named_parameters", "named_buffers"):
+            for name, t in getattr(self.ema_model, getter)():
+                if t.dtype in _HALF and name not in self._masters:
+                    key = f"_ema32_{len(self._masters)}"
+                    self.register_buffer(key, t.detach().float(), persistent=False)
+                    self._masters[name] = key
+        self._loading: dict[str, Tensor] = {}
+        self.register_state_dict_post_hook(EMA._masters_into_state_dict)
+        self.register_load_state_dict_pre_hook(EMA._masters_from_state_dict)
+        self.register_load_state_dict_post_hook(EMA._after_load)
 
     @property
     def model(self) -> nn.Module:
@@ -139,7 +164,9 @@ class EMA(nn.Module):
 
         On an averaging step the ``ignore_names`` are skipped and ``param_or_buffer_names_no_ema``
         (and, with ``copy_integer_tensors``, integer tensors) are copied; on a copy step every
-        floating tensor is copied."""
+        floating tensor is copied. An averaged half tensor is represented by its fp32 master
+        (:meth:`_refresh_halves` rounds it into ``ema_model`` afterwards); a copied one appears
+        twice among the copies, as itself and as its master."""
         avg: list[Tensor] = []
         src: list[Tensor] = []
         copy_dst: list[Tensor] = []
@@ -154,13 +181,30 @@ class EMA(nn.Module):
                         copy_dst.append(mine[name].data)
                         copy_src.append(t.data)
                     continue
+                master = self._master(name)
                 if not averaging or name in self.param_or_buffer_names_no_ema:
                     copy_dst.append(mine[name].data)
                     copy_src.append(t.data)
+                    if master is not None:
+                        copy_dst.append(master)
+                        copy_src.append(t.data)
                 elif name not in self.ignore_names:
-                    avg.append(mine[name].data)
+                    avg.append(mine[name].data if master is None else master)
                     src.append(t.data)
         return avg, src, copy_dst, copy_src
+
+    def _master(self, name: str) -> Tensor | None:
+        key = self._masters.get(name)
+        return None if key is None else getattr(self, key)
+
+    def _refresh_halves(self) -> None:
+        """``ema_model``'s half tensors <- their fp32 masters, rounded."""
+        if not self._masters:
+            return
+        named = dict(self.ema_model.named_parameters())
+        named.update(self.ema_model.named_buffers())
+        halves = [named[name].data for name in self._masters]
+        torch._foreach_copy_(halves, [getattr(self, key) for key in self._masters.values()])
 
     def get_current_decay(self) -> float:
         """The decay of the current step (after :meth:`update` counted it).
@@ -175,17 +219,30 @@ class EMA(nn.Module):
         value = 1 - (1 + epoch / self.inv_gamma) ** -self.power
         return float(min(max(value, self.min_value), self.beta))
 
+    def _copy_pairs(self) -> tuple[list[Tensor], list[Tensor]]:
+        """(``ema_model``'s tensors, the model's) that a copy step copies, masters left out."""
+        dst: list[Tensor] = []
+        src: list[Tensor] = []
+        for getter in ("named_parameters", "named_buffers"):
+            mine = dict(getattr(self.ema_model, getter)())
+            for name, t in getattr(self.model, getter)():
+                if name in mine and (_floating(t) or self.copy_integer_tensors):
+                    dst.append(mine[name].data)
+                    src.append(t.data)
+        return dst, src
+
     @torch.no_grad()
     def copy_params_from_model_to_ema(self) -> None:
-        """Copies every floating (and, with ``copy_integer_tensors``, integer) tensor of the model into ``ema_model``."""
+        """Copies every floating (and, with ``copy_integer_tensors``, integer) tensor of the model into
+        ``ema_model`` (and the fp32 masters)."""
         _, _, dst, src = self._pairs(averaging=False)
         if dst:
             torch._foreach_copy_(dst, src)
 
     @torch.no_grad()
     def copy_params_from_ema_to_model(self) -> None:
-        """Copies the average into the online model (ema-pytorch's name)."""
-        _, _, dst, src = self._pairs(averaging=False)
+        """Copies the average into the online model (ema-pytorch's name), rounded to its dtypes."""
+        dst, src = self._copy_pairs()
         if dst:
             torch._foreach_copy_(src, dst)
 
@@ -213,8 +270,9 @@ class EMA(nn.Module):
             return
         if decay <= 0.0:
             torch._foreach_copy_(avg, src)
-            return
-        torch.ops.asymvalley.ema_update_(avg, src, self._count, decay)
+        else:
+            torch.ops.asymvalley.ema_update_(avg, src, self._count, decay)
+        self._refresh_halves()
 
     @contextmanager
     def swap_in(self) -> Iterator[nn.Module]:
@@ -223,7 +281,7 @@ class EMA(nn.Module):
         Returns:
             A context manager yielding the online model holding the average.
         """
-        _, _, avg, src = self._pairs(averaging=False)
+        avg, src = self._copy_pairs()
         saved = [t.clone() for t in src]
         with torch.no_grad():
             for dst, a in zip(src, avg):
@@ -234,6 +292,34 @@ class EMA(nn.Module):
             with torch.no_grad():
                 for dst, keep in zip(src, saved):
                     dst.copy_(keep)
+
+    # -- state_dict: the fp32 masters under the ema_model.* keys -----------------------------
+    @staticmethod
+    def _masters_into_state_dict(module: "EMA", state_dict: dict, prefix: str, local_metadata: dict) -> None:
+        for name, key in module._masters.items():
+            full = prefix + "ema_model." + name
+            if full in state_dict:
+                state_dict[full] = getattr(module, key).detach()
+
+    @staticmethod
+    def _masters_from_state_dict(module: "EMA", state_dict: Any, prefix: str, *args: Any) -> None:
+        module._loading = {}
+        for name in module._masters:
+            value = state_dict.get(prefix + "ema_model." + name)
+            if isinstance(value, Tensor):
+                module._loading[name] = value
+
+    @staticmethod
+    def _after_load(module: "EMA", incompatible_keys: Any) -> None:
+        """The masters from the loaded values (fp32 kept exactly), the halves rounded from them."""
+        with torch.no_grad():
+            for name, key in module._masters.items():
+                value = module._loading.get(name)
+                if value is not None:
+                    master = getattr(module, key)
+                    master.copy_(value.detach().to(master.device))
+            module._loading = {}
+            module._refresh_halves()
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Runs ``ema_model``."""
