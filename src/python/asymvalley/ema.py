@@ -54,13 +54,26 @@ timm itself in ``tests/python/test_timm_mapping.py``. What does not map:
 - Non-persistent buffers: timm walks ``state_dict()`` and leaves them alone; we average every
   floating buffer (``named_buffers()``); list them in ``ignore_names`` to get timm's result.
 - The state_dict: timm's keys are ``module.*``, ours ``ema_model.*`` plus ``step`` and ``initted``.
+
+The average on another device (``device=``)
+-------------------------------------------
+``EMA(model, device="cpu")`` keeps ``ema_model`` and the masters on the CPU while the model trains
+on a GPU (timm's ``device="cpu"``: GPU memory saved, the update done by the host). timm copies each
+tensor with a blocking ``.to("cpu")`` (a device synchronization per tensor). Here every update
+copies the model's tensors into **pinned** host buffers with ``non_blocking=True`` and records a
+CUDA event; the host-side average of those buffers runs at the start of the *next* update (or of
+any read: ``ema_model``, ``forward``, ``swap_in``, ``state_dict``, the copies), after waiting on
+that event. So ``update()`` never waits for the current step's kernels: it waits at most for the
+copy queued one update earlier, which has normally finished. Other device pairs (average on a GPU
+of a CPU model, or on another GPU) copy into buffers on the average's device and average at once.
+The schedule (``step``, the decay) is kept on the host, so ``update()`` reads nothing from a device.
 """
 from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -95,6 +108,8 @@ class EMA(nn.Module):
             as in ema-pytorch).
         copy_integer_tensors (bool): copy integer buffers (``num_batches_tracked``) from the model on
             every update, as timm does; ema-pytorch leaves them alone (the default).
+        device (torch.device | str, optional): where the average lives (default: the model's);
+            ``"cpu"`` for a CUDA model offloads it with pinned, non-blocking copies (module doc).
 
     Example::
 
@@ -119,6 +134,7 @@ class EMA(nn.Module):
         param_or_buffer_names_no_ema: Iterable[str] = (),
         ignore_names: Iterable[str] = (),
         copy_integer_tensors: bool = False,
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= beta <= 1.0:
@@ -135,10 +151,19 @@ class EMA(nn.Module):
         self.ignore_names = set(ignore_names)
         self.copy_integer_tensors = bool(copy_integer_tensors)
         self.online_model = [model]  # a list so that it is not registered as a submodule
+        self.device = None if device is None else torch.device(device)
         self.ema_model = copy.deepcopy(model).eval()
+        if self.device is not None:
+            self.ema_model.to(self.device)
         self.ema_model.requires_grad_(False)
         self.register_buffer("step", torch.tensor(0))
         self.register_buffer("initted", torch.tensor(False))
+        # The schedule on the host: update() never reads `step` / `initted` back from a device.
+        self._steps, self._initted = 0, False
+        # Source buffers on the average's device (pinned for a CUDA -> CPU copy), by position, and
+        # the average of the last staged copy, waiting for its CUDA event (see the module doc).
+        self._staging: dict[int, Tensor] = {}
+        self._pending: tuple[Any, Callable[[], None]] | None = None
         # ema_update_ copies when its counter is 0; we keep it at >= 1 so it always averages.
         self._count = torch.ones((), dtype=torch.int64)
         # fp32 masters of the half-precision floating tensors, by name (see the module doc).
@@ -150,6 +175,7 @@ class EMA(nn.Module):
                     self.register_buffer(key, t.detach().float(), persistent=False)
                     self._masters[name] = key
         self._loading: dict[str, Tensor] = {}
+        self.register_state_dict_pre_hook(lambda module, prefix, keep_vars: module._flush())
         self.register_state_dict_post_hook(EMA._masters_into_state_dict)
         self.register_load_state_dict_pre_hook(EMA._masters_from_state_dict)
         self.register_load_state_dict_post_hook(EMA._after_load)
@@ -213,7 +239,7 @@ class EMA(nn.Module):
             ``clamp(1 - (1 + e / inv_gamma) ** -power, min_value, beta)`` with
             ``e = step - update_after_step - 1``, or 0.0 when ``e <= 0``.
         """
-        epoch = max(int(self.step.item()) - self.update_after_step - 1, 0)
+        epoch = max(self._steps - self.update_after_step - 1, 0)
         if epoch <= 0:
             return 0.0
         value = 1 - (1 + epoch / self.inv_gamma) ** -self.power
@@ -235,6 +261,7 @@ class EMA(nn.Module):
     def copy_params_from_model_to_ema(self) -> None:
         """Copies every floating (and, with ``copy_integer_tensors``, integer) tensor of the model into
         ``ema_model`` (and the fp32 masters)."""
+        self._flush()
         _, _, dst, src = self._pairs(averaging=False)
         if dst:
             torch._foreach_copy_(dst, src)
@@ -242,37 +269,102 @@ class EMA(nn.Module):
     @torch.no_grad()
     def copy_params_from_ema_to_model(self) -> None:
         """Copies the average into the online model (ema-pytorch's name), rounded to its dtypes."""
+        self._flush()
         dst, src = self._copy_pairs()
         if dst:
             torch._foreach_copy_(src, dst)
 
     @torch.no_grad()
     def update(self) -> None:
-        """Advances one step: copy, average (one fused ``ema_update_``) or skip, as the schedule says."""
-        step = int(self.step.item())
-        self.step += 1
-        if not bool(self.initted.item()):
-            self.copy_params_from_model_to_ema()
+        """Advances one step: copy, average (one fused ``ema_update_``) or skip, as the schedule says.
+
+        Reads nothing from a device; with the average on the CPU of a CUDA model, the host-side
+        work of this step runs at the start of the next call (module doc).
+        """
+        self._flush()
+        step = self._steps
+        self._steps += 1
+        self.step.add_(1)
+        if not self._initted:
+            self._initted = True
             self.initted.fill_(True)
+            self._execute(*self._pairs(averaging=False), decay=0.0)
             return
         if step % self.update_every != 0:
             return
         if step <= self.update_after_step:
-            self.copy_params_from_model_to_ema()
+            self._execute(*self._pairs(averaging=False), decay=0.0)
             return
         if self.beta == 1.0:  # ema-pytorch's "frozen" average: nothing moves, nothing is copied
             return
-        decay = self.get_current_decay()
-        avg, src, copy_dst, copy_src = self._pairs(averaging=True)
-        if copy_dst:
-            torch._foreach_copy_(copy_dst, copy_src)
-        if not avg or decay >= 1.0:  # min_value == 1: nothing moves (the op takes decay in (0, 1))
-            return
-        if decay <= 0.0:
-            torch._foreach_copy_(avg, src)
+        self._execute(*self._pairs(averaging=True), decay=self.get_current_decay())
+
+    def _execute(self, avg: list[Tensor], src: list[Tensor], copy_dst: list[Tensor],
+                 copy_src: list[Tensor], decay: float) -> None:
+        """Copies ``copy_src`` into ``copy_dst`` and averages ``src`` into ``avg`` with ``decay``
+        (0: a copy), with the sources staged on the average's device first when they live elsewhere."""
+        targets = avg + copy_dst
+        sources, event = self._stage(targets, src + copy_src)
+        n = len(avg)
+
+        def apply() -> None:
+            if copy_dst:
+                torch._foreach_copy_(copy_dst, sources[n:])
+            if not avg or decay >= 1.0:  # min_value == 1: nothing moves (the op takes decay in (0, 1))
+                return
+            if decay <= 0.0:
+                torch._foreach_copy_(avg, sources[:n])
+            else:
+                torch.ops.asymvalley.ema_update_(avg, sources[:n], self._count, decay)
+            self._refresh_halves()
+
+        if event is None:
+            apply()
         else:
-            torch.ops.asymvalley.ema_update_(avg, src, self._count, decay)
-        self._refresh_halves()
+            self._pending = (event, apply)
+
+    def _stage(self, targets: list[Tensor], sources: list[Tensor]) -> tuple[list[Tensor], Any]:
+        """The sources as the op can take them: on their target's device. Returns them and, when a
+        CUDA -> CPU copy was queued (non-blocking, into pinned memory), the CUDA event that marks
+        its end (else ``None``: nothing is left to wait for)."""
+        if all(t.device == s.device for t, s in zip(targets, sources)):
+            return sources, None
+        staged: list[Tensor] = []
+        cuda_to_host = False
+        for i, (t, s) in enumerate(zip(targets, sources)):
+            if t.device == s.device:
+                staged.append(s)
+                continue
+            to_host = t.device.type == "cpu" and s.device.type == "cuda"
+            buf = self._staging.get(i)
+            if buf is None or buf.shape != s.shape or buf.dtype != s.dtype or buf.device != t.device:
+                buf = torch.empty(s.shape, dtype=s.dtype, device=t.device, pin_memory=to_host)
+                self._staging[i] = buf
+            buf.copy_(s, non_blocking=to_host)
+            cuda_to_host = cuda_to_host or to_host
+            staged.append(buf)
+        if not cuda_to_host:
+            return staged, None
+        event = torch.cuda.Event()
+        event.record()  # on the current stream, after the copies
+        return staged, event
+
+    def _flush(self) -> None:
+        """Runs the average of the last staged copy, once its copy has landed."""
+        pending = self.__dict__.get("_pending")
+        if pending is None:
+            return
+        self._pending = None
+        event, apply = pending
+        event.synchronize()
+        apply()
+
+    def __getattr__(self, name: str) -> Any:
+        # `ema_model` is a submodule, found through nn.Module.__getattr__: reading it first applies
+        # a pending offloaded average, so what a user sees is always up to date.
+        if name == "ema_model" and self.__dict__.get("_pending") is not None:
+            self._flush()
+        return super().__getattr__(name)
 
     @contextmanager
     def swap_in(self) -> Iterator[nn.Module]:
@@ -281,6 +373,7 @@ class EMA(nn.Module):
         Returns:
             A context manager yielding the online model holding the average.
         """
+        self._flush()
         avg, src = self._copy_pairs()
         saved = [t.clone() for t in src]
         with torch.no_grad():
@@ -303,6 +396,7 @@ class EMA(nn.Module):
 
     @staticmethod
     def _masters_from_state_dict(module: "EMA", state_dict: Any, prefix: str, *args: Any) -> None:
+        module._flush()
         module._loading = {}
         for name in module._masters:
             value = state_dict.get(prefix + "ema_model." + name)
@@ -320,7 +414,9 @@ class EMA(nn.Module):
                     master.copy_(value.detach().to(master.device))
             module._loading = {}
             module._refresh_halves()
+            # Loading may read the device; updates never do.
+            module._steps, module._initted = int(module.step.item()), bool(module.initted.item())
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """Runs ``ema_model``."""
+        """Runs ``ema_model`` (any pending offloaded average applied first)."""
         return self.ema_model(*args, **kwargs)
