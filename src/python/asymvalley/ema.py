@@ -67,10 +67,17 @@ that event. So ``update()`` never waits for the current step's kernels: it waits
 copy queued one update earlier, which has normally finished. Other device pairs (average on a GPU
 of a CPU model, or on another GPU) copy into buffers on the average's device and average at once.
 The schedule (``step``, the decay) is kept on the host, so ``update()`` reads nothing from a device.
+
+Threads
+-------
+One ``EMA`` may be shared by several threads: :meth:`EMA.update`, the copies, ``swap_in`` (for the
+whole block), ``state_dict`` and ``load_state_dict`` take a per-object re-entrant lock, so they run
+one at a time and no update is lost. The lock is not pickled; a copy gets its own.
 """
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Iterable
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -137,6 +144,7 @@ class EMA(nn.Module):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
+        self._lock = threading.RLock()  # one caller at a time (module doc, "Threads")
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"EMA: beta={beta} must be in [0, 1]")
         if update_every < 1:
@@ -261,26 +269,32 @@ class EMA(nn.Module):
     def copy_params_from_model_to_ema(self) -> None:
         """Copies every floating (and, with ``copy_integer_tensors``, integer) tensor of the model into
         ``ema_model`` (and the fp32 masters)."""
-        self._flush()
-        _, _, dst, src = self._pairs(averaging=False)
-        if dst:
-            torch._foreach_copy_(dst, src)
+        with self._lock:
+            self._flush()
+            _, _, dst, src = self._pairs(averaging=False)
+            if dst:
+                torch._foreach_copy_(dst, src)
 
     @torch.no_grad()
     def copy_params_from_ema_to_model(self) -> None:
         """Copies the average into the online model (ema-pytorch's name), rounded to its dtypes."""
-        self._flush()
-        dst, src = self._copy_pairs()
-        if dst:
-            torch._foreach_copy_(src, dst)
+        with self._lock:
+            self._flush()
+            dst, src = self._copy_pairs()
+            if dst:
+                torch._foreach_copy_(src, dst)
 
     @torch.no_grad()
     def update(self) -> None:
         """Advances one step: copy, average (one fused ``ema_update_``) or skip, as the schedule says.
 
         Reads nothing from a device; with the average on the CPU of a CUDA model, the host-side
-        work of this step runs at the start of the next call (module doc).
+        work of this step runs at the start of the next call (module doc). Thread-safe.
         """
+        with self._lock:
+            self._update()
+
+    def _update(self) -> None:
         self._flush()
         step = self._steps
         self._steps += 1
@@ -373,18 +387,55 @@ class EMA(nn.Module):
         Returns:
             A context manager yielding the online model holding the average.
         """
-        self._flush()
-        avg, src = self._copy_pairs()
-        saved = [t.clone() for t in src]
-        with torch.no_grad():
-            for dst, a in zip(src, avg):
-                dst.copy_(a)
-        try:
-            yield self.model
-        finally:
+        with self._lock:  # held for the block: an update meanwhile would average the average
+            self._flush()
+            avg, src = self._copy_pairs()
+            saved = [t.clone() for t in src]
             with torch.no_grad():
-                for dst, keep in zip(src, saved):
-                    dst.copy_(keep)
+                for dst, a in zip(src, avg):
+                    dst.copy_(a)
+            try:
+                yield self.model
+            finally:
+                with torch.no_grad():
+                    for dst, keep in zip(src, saved):
+                        dst.copy_(keep)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """:meth:`nn.Module.state_dict`, with the fp32 masters under the ``ema_model.*`` keys.
+
+        Returns:
+            The state dict (``ema_model.*``, ``step``, ``initted``).
+        """
+        with self._lock:
+            return super().state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """:meth:`nn.Module.load_state_dict`; the fp32 masters are set from the loaded values.
+
+        Args:
+            state_dict: what :meth:`state_dict` returned (or ema-pytorch's layout without ``online_model``).
+            strict: refuse missing and unexpected keys.
+            assign: as for :meth:`nn.Module.load_state_dict`.
+
+        Returns:
+            The ``NamedTuple`` of missing and unexpected keys.
+        """
+        with self._lock:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def __getstate__(self) -> dict[str, Any]:
+        self._flush()
+        state = super().__getstate__()
+        state = dict(state)
+        state.pop("_lock", None)
+        state["_pending"] = None
+        state["_staging"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._lock = threading.RLock()
 
     # -- state_dict: the fp32 masters under the ema_model.* keys -----------------------------
     @staticmethod
