@@ -33,6 +33,9 @@ Same constructor, ``update_parameters``, ``forward`` and ``state_dict`` keys (``
   Tensors are passed as the objects themselves, so ``param.data = ...`` is followed too; if the
   op then rejects the stale lists (say, a model moved to another device with ``.data``), the
   plan is rebuilt and the update retried once. DTensor models rebuild it on every call.
+- Thread-safe: ``update_parameters`` and ``load_state_dict`` take a per-object re-entrant lock, so
+  threads sharing one ``AveragedModel`` update it one at a time (PyTorch's class has no lock: two
+  threads read the same ``n_averaged`` and weight a model wrongly). The lock is not pickled.
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ import copy
 import inspect
 import itertools
 import operator
+import threading
 from collections.abc import Mapping
 from typing import Any, Callable
 
@@ -205,6 +209,7 @@ class AveragedModel(nn.Module):
         use_buffers: bool = False,
     ) -> None:
         super().__init__()
+        self._lock = threading.RLock()  # one update at a time (module doc)
         if avg_fn is not None and multi_avg_fn is not None:
             raise AssertionError("Only one of avg_fn and multi_avg_fn should be provided")
         self.module = _clone_module(model)
@@ -244,14 +249,29 @@ class AveragedModel(nn.Module):
     # Never pickled or deep-copied (it references the source model's tensors); rebuilt on use.
     _plan: _Plan | None = None
 
-    def __getstate__(self):
-        state = super().__getstate__()
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
         state.pop("_plan", None)
+        state.pop("_lock", None)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._lock = threading.RLock()
 
     @torch.no_grad()
     def update_parameters(self, model: nn.Module) -> None:
-        """Averages ``model`` into this one (the first call copies); never syncs the device."""
+        """Averages ``model`` into this one (the first call copies); never syncs the device.
+
+        Thread-safe: concurrent calls run one at a time.
+
+        Args:
+            model: the model whose parameters (and, with ``use_buffers``, buffers) are averaged in.
+        """
+        with self._lock:
+            self._update_parameters(model)
+
+    def _update_parameters(self, model: nn.Module) -> None:
         if self._rule == "custom":
             swa_utils.AveragedModel.update_parameters(self, model)  # PyTorch's own path
             self._n_host.fill_(self._n_host.item() + 1)
@@ -383,6 +403,10 @@ class AveragedModel(nn.Module):
         Returns:
             The ``NamedTuple`` of missing and unexpected keys, as PyTorch's.
         """
+        with self._lock:
+            return self._load_state_dict(state_dict, strict, assign)
+
+    def _load_state_dict(self, state_dict: Mapping[str, Any], strict: bool, assign: bool):
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict: got {type(state_dict).__name__}, expected a Mapping")
         ours = self.state_dict(keep_vars=True)

@@ -37,6 +37,9 @@ What differs, on purpose:
 * an optional end, ``total_steps`` (torchcontrib has none, and without it none is assumed): in auto
   mode the schedule must take at least one average by then (else averaging would start after the
   end), and a ``step()`` past it is refused, as ``OneCycleLR`` refuses one;
+* thread-safe: ``step``, ``update_swa``, ``update_swa_group``, ``swap_swa_sgd``, ``write_biased``,
+  ``state_dict`` and ``load_state_dict`` take a per-object re-entrant lock, so threads sharing one
+  ``SWA`` run them one at a time (two first updates racing would average into a fresh zero buffer);
 * bad input (``swa_freq`` 0, a negative or non-integer ``swa_start``, a negative, NaN or infinite
   ``swa_lr``, the start after the end, an optimizer without parameters, parameters added after
   wrapping, a malformed state dict) raises ``ValueError`` naming the argument and changes nothing.
@@ -46,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -158,6 +162,7 @@ class SWA(torch.optim.Optimizer):
         self._n = [torch.zeros((), dtype=torch.int64) for _ in groups]  # host counters
         self._steps = 0
         self._backup: list[list[Tensor]] | None = None
+        self._lock = threading.RLock()  # one caller at a time (module doc)
 
     def __repr__(self) -> str:
         return f"SWA(mode={self.mode!r}, swa_start={self.swa_start}, swa_freq={self.swa_freq}, " \
@@ -212,17 +217,19 @@ class SWA(torch.optim.Optimizer):
         Args:
             group: one of ``self.param_groups`` (the dict itself).
         """
-        self._check_unchanged("update_swa_group")
-        i = next((k for k, g in enumerate(self.optimizer.param_groups) if g is group), None)
-        if i is None:
-            raise ValueError("group: not one of this optimizer's param_groups")
-        self._update_group(i)
+        with self._lock:
+            self._check_unchanged("update_swa_group")
+            i = next((k for k, g in enumerate(self.optimizer.param_groups) if g is group), None)
+            if i is None:
+                raise ValueError("group: not one of this optimizer's param_groups")
+            self._update_group(i)
 
     def update_swa(self) -> None:
         """Averages every parameter now (manual mode, or an extra update in auto mode)."""
-        self._check_unchanged("update_swa")
-        for i in range(len(self._groups)):
-            self._update_group(i)
+        with self._lock:
+            self._check_unchanged("update_swa")
+            for i in range(len(self._groups)):
+                self._update_group(i)
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """The inner step; in auto mode the SWA learning rate before it and the average after.
@@ -233,20 +240,21 @@ class SWA(torch.optim.Optimizer):
         Returns:
             What the inner ``step`` returns (the closure's loss, if any).
         """
-        self._check_unchanged("step")
-        if self.total_steps is not None and self._steps >= self.total_steps:
-            raise ValueError(
-                f"step: this would be step {self._steps + 1}, expected at most total_steps = {self.total_steps}"
-            )
-        if self.swa_lr is not None and self._steps >= self.swa_start:
-            for g in self.optimizer.param_groups:
-                g["lr"] = self.swa_lr
-        loss = self.optimizer.step(closure)
-        self._steps += 1
-        if self._auto and self._steps > self.swa_start and self._steps % self.swa_freq == 0:
-            for i in range(len(self._groups)):
-                self._update_group(i)
-        return loss
+        with self._lock:
+            self._check_unchanged("step")
+            if self.total_steps is not None and self._steps >= self.total_steps:
+                raise ValueError(
+                    f"step: this would be step {self._steps + 1}, expected at most total_steps = {self.total_steps}"
+                )
+            if self.swa_lr is not None and self._steps >= self.swa_start:
+                for g in self.optimizer.param_groups:
+                    g["lr"] = self.swa_lr
+            loss = self.optimizer.step(closure)
+            self._steps += 1
+            if self._auto and self._steps > self.swa_start and self._steps % self.swa_freq == 0:
+                for i in range(len(self._groups)):
+                    self._update_group(i)
+            return loss
 
     @property
     def n_averaged(self) -> list[int]:
@@ -272,16 +280,17 @@ class SWA(torch.optim.Optimizer):
     @torch.no_grad()
     def swap_swa_sgd(self) -> None:
         """Puts the average into the model; called again, puts the model's own weights back."""
-        if self._backup is not None:
-            ps = [p for params, avg in zip(self._groups, self._avg) if avg is not None for p in params]
-            torch._foreach_copy_(ps, self._backup)
-            self._backup = None
-            return
-        self._check_unchanged("swap_swa_sgd")
-        ps, avs = self._pairs("swap_swa_sgd")
-        backup = [p.detach().clone() for p in ps]
-        torch._foreach_copy_(ps, avs)
-        self._backup = backup
+        with self._lock:
+            if self._backup is not None:
+                ps = [p for params, avg in zip(self._groups, self._avg) if avg is not None for p in params]
+                torch._foreach_copy_(ps, self._backup)
+                self._backup = None
+                return
+            self._check_unchanged("swap_swa_sgd")
+            ps, avs = self._pairs("swap_swa_sgd")
+            backup = [p.detach().clone() for p in ps]
+            torch._foreach_copy_(ps, avs)
+            self._backup = backup
 
     @contextlib.contextmanager
     def averaged(self) -> Iterator[None]:
@@ -295,11 +304,12 @@ class SWA(torch.optim.Optimizer):
     @torch.no_grad()
     def write_biased(self, beta: float) -> None:
         """Writes ``w̄ + β(w̄ − w)`` into the model, ``w`` its current weights (the last iterate)."""
-        if not (isinstance(beta, (int, float)) and math.isfinite(beta)):
-            raise ValueError(f"beta: got {beta}, expected a finite number")
-        self._check_unchanged("write_biased")
-        ps, avs = self._pairs("write_biased")
-        torch.ops.asymvalley.bias_toward_flat_(ps, [a.to(p.dtype) for a, p in zip(avs, ps)], ps, float(beta))
+        with self._lock:
+            if not (isinstance(beta, (int, float)) and math.isfinite(beta)):
+                raise ValueError(f"beta: got {beta}, expected a finite number")
+            self._check_unchanged("write_biased")
+            ps, avs = self._pairs("write_biased")
+            torch.ops.asymvalley.bias_toward_flat_(ps, [a.to(p.dtype) for a, p in zip(avs, ps)], ps, float(beta))
 
     @staticmethod
     def bn_update(loader: Iterable[Any], model: nn.Module, device: torch.device | str | None = None) -> None:
@@ -334,22 +344,23 @@ class SWA(torch.optim.Optimizer):
             tensors and plain values only (``torch.load(weights_only=True)`` reads it). The
             ``register_state_dict_pre_hook`` / ``post_hook`` hooks run as for any optimizer.
         """
-        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
-            pre_hook(self)
-        state = {
-            "optimizer": self.optimizer.state_dict(),
-            "swa": {
-                "mode": self.mode,
-                "steps": self._steps,
-                "n_averaged": [int(n) for n in self._n],
-                "averages": [None if a is None else [t.clone() for t in a] for a in self._avg],
-            },
-        }
-        for post_hook in self._optimizer_state_dict_post_hooks.values():
-            result = post_hook(self, state)
-            if result is not None:
-                state = result
-        return state
+        with self._lock:
+            for pre_hook in self._optimizer_state_dict_pre_hooks.values():
+                pre_hook(self)
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "swa": {
+                    "mode": self.mode,
+                    "steps": self._steps,
+                    "n_averaged": [int(n) for n in self._n],
+                    "averages": [None if a is None else [t.clone() for t in a] for a in self._avg],
+                },
+            }
+            for post_hook in self._optimizer_state_dict_post_hooks.values():
+                result = post_hook(self, state)
+                if result is not None:
+                    state = result
+            return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restores :meth:`state_dict`'s output; everything is checked before anything changes.
@@ -360,15 +371,16 @@ class SWA(torch.optim.Optimizer):
         Raises:
             ValueError: a malformed state (naming the part), or the parameters changed after wrapping.
         """
-        self._check_unchanged("load_state_dict")
-        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
-            result = pre_hook(self, state_dict)
-            if result is not None:
-                state_dict = result
-        new_avg, counts, steps = checked_state(state_dict, self.mode, self.total_steps, self._groups)
-        self.optimizer.load_state_dict(state_dict["optimizer"])  # validates before it changes anything
-        self._avg = new_avg
-        self._n = [torch.tensor(n, dtype=torch.int64) for n in counts]
-        self._steps = steps
-        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
-            post_hook(self)
+        with self._lock:
+            self._check_unchanged("load_state_dict")
+            for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+                result = pre_hook(self, state_dict)
+                if result is not None:
+                    state_dict = result
+            new_avg, counts, steps = checked_state(state_dict, self.mode, self.total_steps, self._groups)
+            self.optimizer.load_state_dict(state_dict["optimizer"])  # validates before it changes anything
+            self._avg = new_avg
+            self._n = [torch.tensor(n, dtype=torch.int64) for n in counts]
+            self._steps = steps
+            for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+                post_hook(self)
