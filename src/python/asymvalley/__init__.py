@@ -12,14 +12,14 @@ The library is the ``libasymvalley.so`` installed next to this file (``pip insta
 from __future__ import annotations
 
 import torch  # first: the op library resolves libtorch through the torch loaded here
-from torch.optim.swa_utils import (  # re-exported so that one import changes
+
+from .avg_fns import (  # torch.optim.swa_utils' names, documented, so that one import changes
     SWALR,
     get_ema_avg_fn,
     get_ema_multi_avg_fn,
     get_swa_avg_fn,
     get_swa_multi_avg_fn,
 )
-
 from ._library import LibraryError, library_path, load_library, loaded_library
 
 __all__ = [

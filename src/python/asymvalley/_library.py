@@ -49,7 +49,17 @@ _loaded: str | None = None
 
 
 class LibraryError(ImportError):
-    """The op library is missing, is not a usable shared library, or did not register its ops."""
+    """The op library is missing, is not a usable shared library, or did not register its ops.
+
+    An ``ImportError``: ``import asymvalley`` raises it, with what was looked for, where, and how to
+    fix it.
+
+    Example::
+
+        >>> import asymvalley
+        >>> issubclass(asymvalley.LibraryError, ImportError)
+        True
+    """
 
 
 def candidates() -> list[pathlib.Path]:
@@ -66,7 +76,20 @@ def candidates() -> list[pathlib.Path]:
 
 
 def library_path() -> pathlib.Path:
-    """The first existing candidate; raises :class:`LibraryError` listing every path tried."""
+    """The op library this process would load (the module doc gives the search order).
+
+    Returns:
+        The first candidate path that exists.
+
+    Raises:
+        LibraryError: none exists; the message lists every path tried.
+
+    Example::
+
+        >>> import asymvalley
+        >>> asymvalley.library_path().name
+        'libasymvalley.so'
+    """
     tried = candidates()
     for path in tried:
         if path.is_file():
@@ -133,9 +156,21 @@ def _missing_registrations() -> list[str]:
 def load_library() -> str:
     """Checks, loads (once) and verifies the op library; returns the resolved path that was loaded.
 
-    Raises :class:`LibraryError` (an ``ImportError``) saying what was looked for, where, and how to
-    fix it: missing file, not a shared library for this machine, truncated, not loadable with this
-    torch (undefined symbols: built for another torch), or loaded but registered nothing.
+    ``import asymvalley`` calls it; a second call returns at once.
+
+    Returns:
+        The resolved path of the loaded library.
+
+    Raises:
+        LibraryError: (an ``ImportError``) saying what was looked for, where, and how to fix it:
+            missing file, not a shared library for this machine, truncated, not loadable with this
+            torch (undefined symbols: built for another torch), or loaded but registered nothing.
+
+    Example::
+
+        >>> import asymvalley
+        >>> asymvalley.load_library() == asymvalley.loaded_library()
+        True
     """
     global _loaded
     if _loaded is not None:
@@ -163,5 +198,15 @@ def load_library() -> str:
 
 
 def loaded_library() -> str | None:
-    """The path that :func:`load_library` loaded, or ``None`` before it has."""
+    """Which op library this process loaded.
+
+    Returns:
+        The path that :func:`load_library` loaded, or ``None`` before it has.
+
+    Example::
+
+        >>> import asymvalley
+        >>> asymvalley.loaded_library().endswith("libasymvalley.so")
+        True
+    """
     return _loaded

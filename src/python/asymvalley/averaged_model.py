@@ -189,13 +189,27 @@ class AveragedModel(nn.Module):
     ``avg ← avg + (θ − avg)/(n+1)`` (SWA, default) or ``avg ← decay·avg + (1−decay)·θ`` with
     ``multi_avg_fn=get_ema_multi_avg_fn(decay)``; the first update copies.
 
+    Args:
+        model (nn.Module): the model to average (deep-copied into ``module``).
+        device (int | torch.device, optional): where the average lives (default: the model's).
+        avg_fn (Callable, optional): a per-tensor rule ``fn(avg, param, n) -> avg`` (PyTorch's loop).
+        multi_avg_fn (Callable, optional): a multi-tensor rule ``fn(avgs, params, n)``; PyTorch's
+            ``get_swa_multi_avg_fn()`` and ``get_ema_multi_avg_fn(decay)`` run fused.
+        use_buffers (bool): average the buffers too (else they are copied from the model).
+
     Example::
 
-        swa = AveragedModel(model)                                   # SWA
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.999), use_buffers=True)
-        for batch in loader:
-            train_step(model, batch)
-            ema.update_parameters(model)
+        >>> import torch, asymvalley
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8))
+        >>> swa = asymvalley.AveragedModel(model)                                   # SWA
+        >>> ema = asymvalley.AveragedModel(model, multi_avg_fn=asymvalley.get_ema_multi_avg_fn(0.999),
+        ...                                use_buffers=True)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> for _ in range(5):
+        ...     opt.zero_grad(); model(torch.randn(16, 4)).pow(2).mean().backward(); opt.step()
+        ...     swa.update_parameters(model); ema.update_parameters(model)
+        >>> int(swa.n_averaged), swa(torch.randn(2, 4)).shape
+        (5, torch.Size([2, 8]))
     """
 
     n_averaged: Tensor
@@ -242,8 +256,16 @@ class AveragedModel(nn.Module):
             named += list(self.module.named_buffers())
         return named
 
-    def forward(self, *args, **kwargs):
-        """Runs the averaged module."""
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Runs the averaged module.
+
+        Args:
+            *args: the module's positional inputs.
+            **kwargs: the module's keyword inputs.
+
+        Returns:
+            What ``module`` returns.
+        """
         return self.module(*args, **kwargs)
 
     # Never pickled or deep-copied (it references the source model's tensors); rebuilt on use.
@@ -386,7 +408,7 @@ class AveragedModel(nn.Module):
             fn(a_list, s_list, torch.tensor(n, device=device))
 
     # -- state_dict: fp32 masters under the usual keys --------------------------------------
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
         """:meth:`nn.Module.load_state_dict`, all or nothing.
 
         Every key is checked first (a tensor, the shape of ours, floating where ours is floating,

@@ -70,10 +70,14 @@ def bias_toward_flat(
 
     Example::
 
+        >>> import torch, asymvalley
+        >>> model = torch.nn.Linear(1, 1, bias=False)
         >>> swa = asymvalley.AveragedModel(model)
-        >>> for _ in range(10):
-        ...     train_epoch(model); swa.update_parameters(model)
-        >>> asymvalley.bias_toward_flat(swa, model, 0.5, into=model)  # model <- w̄ + 0.5(w̄ - w)
+        >>> for w in (1.0, 2.0, 3.0):                      # three iterates: w̄ = 2, the last w = 3
+        ...     _ = model.weight.data.fill_(w); swa.update_parameters(model)
+        >>> asymvalley.bias_toward_flat(swa, model, 0.5)   # w̄ + 0.5(w̄ - w) = 2 - 0.5
+        {'weight': tensor([[1.5000]])}
+        >>> _ = asymvalley.bias_toward_flat(swa, model, 0.5, into=model)  # written into the model
     """
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta < 0:
         raise ValueError(f"beta: got {beta!r}, expected a finite number >= 0")

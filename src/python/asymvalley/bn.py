@@ -51,10 +51,14 @@ def update_bn(
 
     Example::
 
+        >>> import torch, asymvalley
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8))
         >>> swa = asymvalley.AveragedModel(model)
-        >>> ...  # training with swa.update_parameters(model)
-        >>> asymvalley.update_bn(train_loader, swa.module)              # sample-weighted
-        >>> asymvalley.update_bn(train_loader, swa.module, batches=50)  # on 50 batches
+        >>> swa.update_parameters(model)
+        >>> loader = [torch.randn(16, 4) for _ in range(3)] + [torch.randn(2, 4)]  # a short last batch
+        >>> asymvalley.update_bn(loader, swa.module)                     # sample-weighted
+        >>> asymvalley.update_bn(loader, swa.module, batches=2)          # on the first 2 batches
+        >>> asymvalley.update_bn(loader, swa.module, weighting="batch")  # torch's per-batch rule
     """
     if weighting not in _WEIGHTINGS:
         raise ValueError(f"weighting: got {weighting!r}, expected one of {_WEIGHTINGS}")

@@ -190,7 +190,7 @@ class EMA(nn.Module):
 
     @property
     def model(self) -> nn.Module:
-        """The online model (not part of this module's state_dict)."""
+        """The online model, the one averaged (not part of this module's state_dict)."""
         return self.online_model[0]
 
     def _pairs(self, averaging: bool) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
@@ -404,6 +404,10 @@ class EMA(nn.Module):
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """:meth:`nn.Module.state_dict`, with the fp32 masters under the ``ema_model.*`` keys.
 
+        Args:
+            *args: as for :meth:`nn.Module.state_dict`.
+            **kwargs: as for :meth:`nn.Module.state_dict` (``destination``, ``prefix``, ``keep_vars``).
+
         Returns:
             The state dict (``ema_model.*``, ``step``, ``initted``).
         """
@@ -469,5 +473,13 @@ class EMA(nn.Module):
             module._steps, module._initted = int(module.step.item()), bool(module.initted.item())
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """Runs ``ema_model`` (any pending offloaded average applied first)."""
+        """Runs ``ema_model`` (any pending offloaded average applied first).
+
+        Args:
+            *args: ``ema_model``'s positional inputs.
+            **kwargs: ``ema_model``'s keyword inputs.
+
+        Returns:
+            What ``ema_model`` returns.
+        """
         return self.ema_model(*args, **kwargs)

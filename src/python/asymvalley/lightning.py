@@ -65,9 +65,22 @@ class WeightAveraging(_lightning.WeightAveraging):
 
     Example::
 
+        >>> import lightning, torch
         >>> from asymvalley.lightning import WeightAveraging
-        >>> trainer = lightning.Trainer(callbacks=[WeightAveraging()], max_epochs=10)
-        >>> trainer.fit(model, loader)          # the model holds the SWA average afterwards
+        >>> class Net(lightning.LightningModule):
+        ...     def __init__(self):
+        ...         super().__init__(); self.net = torch.nn.Linear(4, 1)
+        ...     def training_step(self, batch, _):
+        ...         return torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
+        ...     def configure_optimizers(self):
+        ...         return torch.optim.SGD(self.parameters(), lr=0.05)
+        >>> data = torch.utils.data.TensorDataset(torch.randn(32, 4), torch.randn(32, 1))
+        >>> callback = WeightAveraging()
+        >>> trainer = lightning.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
+        ...                             enable_progress_bar=False, enable_model_summary=False, callbacks=[callback])
+        >>> trainer.fit(Net(), torch.utils.data.DataLoader(data, batch_size=8))  # the model ends holding the average
+        >>> int(callback._average_model.n_averaged)
+        4
     """
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -95,8 +108,10 @@ class EMAWeightAveraging(_lightning.EMAWeightAveraging):
 
     Example::
 
+        >>> import lightning
         >>> from asymvalley.lightning import EMAWeightAveraging
-        >>> trainer = lightning.Trainer(callbacks=[EMAWeightAveraging(decay=0.99)], max_epochs=10)
+        >>> trainer = lightning.Trainer(accelerator="cpu", max_epochs=10, logger=False,
+        ...                             callbacks=[EMAWeightAveraging(decay=0.99)])
     """
 
     def __init__(

@@ -84,11 +84,17 @@ class SWA(torch.optim.Optimizer):
 
     Example::
 
+        >>> import torch
+        >>> from asymvalley import SWA
+        >>> model = torch.nn.Linear(4, 1)
         >>> opt = SWA(torch.optim.SGD(model.parameters(), lr=0.1), swa_start=10, swa_freq=5, swa_lr=0.05)
         >>> sched = torch.optim.lr_scheduler.StepLR(opt, step_size=30)   # schedulers take it directly
-        >>> for x, y in loader:
-        ...     opt.zero_grad(); loss_fn(model(x), y).backward(); opt.step()
-        >>> opt.swap_swa_sgd()
+        >>> x, y = torch.randn(32, 4), torch.randn(32, 1)
+        >>> for _ in range(30):
+        ...     opt.zero_grad(); torch.nn.functional.mse_loss(model(x), y).backward(); opt.step(); sched.step()
+        >>> opt.n_averaged
+        [4]
+        >>> opt.swap_swa_sgd()   # the model now holds the average; call again to swap back
     """
 
     def __init__(
@@ -170,11 +176,18 @@ class SWA(torch.optim.Optimizer):
 
     # -- torch.optim.Optimizer surface ---------------------------------------------------------
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """The inner optimizer's ``zero_grad`` (the parameters are the same)."""
+        """The inner optimizer's ``zero_grad`` (the parameters are the same).
+
+        Args:
+            set_to_none: set the gradients to ``None`` instead of zeroing them.
+        """
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Refused: the averaged parameters are fixed when the optimizer is wrapped.
+
+        Args:
+            param_group: the group that would be added.
 
         Raises:
             ValueError: always; nothing is added to this or the inner optimizer.
@@ -258,11 +271,16 @@ class SWA(torch.optim.Optimizer):
 
     @property
     def n_averaged(self) -> list[int]:
-        """Updates per param group (host counters)."""
+        """The number of updates per param group (host counters)."""
         return [int(n) for n in self._n]
 
     def averages(self) -> list[list[Tensor] | None]:
-        """The averages per group (fp32 for half-precision parameters), None before an update."""
+        """The averages, per param group.
+
+        Returns:
+            One list of tensors per group (fp32 for half-precision parameters), ``None`` for a
+            group not updated yet.
+        """
         return [None if a is None else list(a) for a in self._avg]
 
     # -- using the average ---------------------------------------------------------------------
@@ -294,7 +312,11 @@ class SWA(torch.optim.Optimizer):
 
     @contextlib.contextmanager
     def averaged(self) -> Iterator[None]:
-        """``with opt.averaged(): evaluate(model)``: the average is in the model inside the block."""
+        """``with opt.averaged(): evaluate(model)``: the average is in the model inside the block.
+
+        Yields:
+            None; the model's own weights are back when the block ends (also on an exception).
+        """
         self.swap_swa_sgd()
         try:
             yield
@@ -303,7 +325,11 @@ class SWA(torch.optim.Optimizer):
 
     @torch.no_grad()
     def write_biased(self, beta: float) -> None:
-        """Writes ``w̄ + β(w̄ − w)`` into the model, ``w`` its current weights (the last iterate)."""
+        """Writes ``w̄ + β(w̄ − w)`` into the model, ``w`` its current weights (the last iterate).
+
+        Args:
+            beta: the bias factor (finite; 0 writes the average itself).
+        """
         with self._lock:
             if not (isinstance(beta, (int, float)) and math.isfinite(beta)):
                 raise ValueError(f"beta: got {beta}, expected a finite number")
@@ -330,8 +356,12 @@ class SWA(torch.optim.Optimizer):
 
         Example::
 
-            >>> opt.swap_swa_sgd()
-            >>> SWA.bn_update(train_loader, model)
+            >>> import torch
+            >>> from asymvalley import SWA
+            >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8))
+            >>> SWA.bn_update([torch.randn(16, 4), torch.randn(3, 4)], model)
+            >>> int(model[1].num_batches_tracked)
+            2
         """
         update_bn(loader, model, weighting="sample", device=device)
 
