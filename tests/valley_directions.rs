@@ -3,6 +3,8 @@
 use super::valley_support::{json, losses, probe_fails, probe_ok, run_python};
 use tch::{Kind, Tensor};
 
+type Named = Vec<(String, Tensor)>;
+
 const MODELS: &str = r#"
 import sys, torch
 from safetensors.torch import save_file
@@ -128,9 +130,8 @@ fn directions_file_mismatches_are_refused() {
         names,
         ["d0/0.bias", "d0/0.weight", "d0/2.bias", "d0/2.weight"]
     );
-    let write = |name: &str, edit: &dyn Fn(&mut Vec<(String, Tensor)>)| {
-        let mut v: Vec<(String, Tensor)> =
-            good.iter().map(|(n, t)| (n.clone(), t.copy())).collect();
+    let write = |name: &str, edit: &dyn Fn(&mut Named)| {
+        let mut v: Named = good.iter().map(|(n, t)| (n.clone(), t.copy())).collect();
         edit(&mut v);
         Tensor::write_safetensors(&v, d.join(name)).unwrap();
     };

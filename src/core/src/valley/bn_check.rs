@@ -59,10 +59,10 @@ impl ScriptModel {
             .collect::<Result<_>>()?;
         let restore = |layers: &[BnLayer]| -> Result<()> {
             for (l, (m, v, c)) in layers.iter().zip(&saved) {
-                let _ = l.mean.shallow_clone().f_copy_(m)?;
-                let _ = l.var.shallow_clone().f_copy_(v)?;
+                l.mean.shallow_clone().f_copy_(m)?;
+                l.var.shallow_clone().f_copy_(v)?;
                 if let (Some(t), Some(c)) = (&l.count, c) {
-                    let _ = t.shallow_clone().f_copy_(c)?;
+                    t.shallow_clone().f_copy_(c)?;
                 }
             }
             Ok(())
@@ -76,7 +76,7 @@ impl ScriptModel {
             let mut out = Vec::with_capacity(layers.len());
             for (i, l) in layers.iter().enumerate() {
                 let shifted = saved[i].0.f_add_scalar(1.0)?;
-                let _ = l.mean.shallow_clone().f_copy_(&shifted)?;
+                l.mean.shallow_clone().f_copy_(&shifted)?;
                 tch::manual_seed(MEASURE_SEED);
                 let y = self.forward_raw(xs)?.f_to_kind(Kind::Double)?;
                 let uses = !y.equal(&base);
@@ -155,10 +155,10 @@ impl ScriptModel {
         let r = self.measure_momenta(&layers, xs);
         let back = self.set_train(false);
         for ((l, (m, v)), c) in layers.iter().zip(&saved).zip(&counts) {
-            let _ = l.mean.shallow_clone().f_copy_(m)?;
-            let _ = l.var.shallow_clone().f_copy_(v)?;
+            l.mean.shallow_clone().f_copy_(m)?;
+            l.var.shallow_clone().f_copy_(v)?;
             if let (Some(t), Some(c)) = (&l.count, c) {
-                let _ = t.shallow_clone().f_copy_(c)?;
+                t.shallow_clone().f_copy_(c)?;
             }
         }
         r?;

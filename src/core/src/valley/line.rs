@@ -95,12 +95,12 @@ impl Checkpoint {
     pub fn write_into(&self, model: &dyn ProbeModel) -> Result<()> {
         let _guard = tch::no_grad_guard();
         for (p, t) in model.parameters()?.iter().zip(&self.parameters) {
-            let _ = p.tensor.shallow_clone().f_copy_(t)?;
+            p.tensor.shallow_clone().f_copy_(t)?;
         }
         let buffers = model.buffers()?;
         for (name, t) in &self.buffers {
             if let Some(b) = buffers.iter().find(|b| b.name == *name) {
-                let _ = b.tensor.shallow_clone().f_copy_(t)?;
+                b.tensor.shallow_clone().f_copy_(t)?;
             }
         }
         Ok(())
