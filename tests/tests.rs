@@ -33,6 +33,8 @@ mod valley_device;
 mod valley_directions;
 /// The `filter` direction on 1-D tensors: zeroed, or `d = w` with `--filter-keep-1d`.
 mod valley_filter;
+/// `probe --direction hessian` against a closed-form quadratic and autograd's full Hessian.
+mod valley_hessian;
 /// `probe --test-data`: the shift scale from train vs held-out profiles.
 mod valley_shift;
 /// Helpers for the probe CLI tests (Python-saved models, the CLI, its JSON).

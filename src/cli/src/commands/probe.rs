@@ -15,6 +15,7 @@ use asymvalley::error::{Error, Result};
 use asymvalley::valley::asymmetry::{analyze, AsymmetryConfig};
 use asymvalley::valley::bias::{optimal_bias, ShiftLaw};
 use asymvalley::valley::directions::{Direction, DirectionKind, DrawOptions, ParamSubset};
+use asymvalley::valley::hessian::{top_eigen, HessianConfig, HessianSummary};
 use asymvalley::valley::line::line_between;
 use asymvalley::valley::model::{LossKind, ProbeData, ProbeModel};
 use asymvalley::valley::profile::{
@@ -35,6 +36,42 @@ pub enum SubsetArg {
     BatchNorm,
     /// Everything but BatchNorm.
     NonBatchNorm,
+}
+
+/// Where the probe directions come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirectionChoice {
+    /// Drawn at random with this law.
+    Random(DirectionKind),
+    /// The top eigenvectors of the training-loss Hessian (`valley::hessian`).
+    Hessian,
+}
+
+impl std::str::FromStr for DirectionChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        if s == "hessian" {
+            return Ok(DirectionChoice::Hessian);
+        }
+        s.parse::<DirectionKind>()
+            .map(DirectionChoice::Random)
+            .map_err(|_| {
+                Error::invalid(
+                    "direction",
+                    s,
+                    "uniform, gaussian, filter, sign-consistent, sign-inconsistent or hessian",
+                )
+            })
+    }
+}
+
+impl DirectionChoice {
+    fn name(self) -> &'static str {
+        match self {
+            DirectionChoice::Random(k) => k.name(),
+            DirectionChoice::Hessian => "hessian",
+        }
+    }
 }
 
 /// Arguments of `asymvalley probe`.
@@ -60,10 +97,19 @@ pub struct ProbeArgs {
     /// One of: cross-entropy, mse.
     #[arg(long, default_value = "cross-entropy")]
     pub loss: LossKind,
-    /// How directions are drawn.
-    /// One of: uniform, gaussian, filter, sign-consistent, sign-inconsistent.
+    /// How directions are made: drawn at random, or the Hessian's top eigenvectors.
+    /// One of: uniform, gaussian, filter, sign-consistent, sign-inconsistent, hessian.
     #[arg(long, default_value = "uniform")]
-    pub direction: DirectionKind,
+    pub direction: DirectionChoice,
+    /// `hessian`: most power iterations per eigenvector.
+    #[arg(long, default_value_t = 100)]
+    pub hessian_iterations: usize,
+    /// `hessian`: stop when the eigenvalue changes by less than this, relatively.
+    #[arg(long, default_value_t = 1e-4)]
+    pub hessian_tolerance: f64,
+    /// `hessian`: Rademacher samples for Hutchinson's trace estimate (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub trace_samples: usize,
     /// `filter` directions: keep tensors with ≤ 1 dim (biases, BatchNorm γ/β) as d = w, as Li
     /// et al.'s code does without `--xignore biasbn` (default: zeroed, as with it).
     #[arg(long)]
@@ -175,16 +221,31 @@ fn directions(
     args: &ProbeArgs,
     params: &[asymvalley::valley::model::NamedTensor],
     subset: &ParamSubset,
+    model: &ScriptModel,
+    data: &ProbeData,
+    hessian: &mut Option<HessianSummary>,
 ) -> Result<(Vec<Direction>, Option<PathBuf>, bool)> {
     let existing = args.directions.as_ref().filter(|p| p.exists());
-    let (directions, loaded) = match existing {
-        Some(path) => (Direction::load_all(path, params, args.count)?, true),
-        None => {
+    let (directions, loaded) = match (existing, args.direction) {
+        (Some(path), _) => (Direction::load_all(path, params, args.count)?, true),
+        (None, DirectionChoice::Hessian) => {
+            let config = HessianConfig {
+                count: args.count.unwrap_or(1),
+                iterations: args.hessian_iterations,
+                tolerance: args.hessian_tolerance,
+                trace_samples: args.trace_samples,
+                seed: args.seed,
+            };
+            let eigen = top_eigen(model, data, args.loss, subset, config)?;
+            *hessian = Some(eigen.summary(config));
+            (eigen.directions, false)
+        }
+        (None, DirectionChoice::Random(kind)) => {
             let mut v = Vec::new();
             for i in 0..args.count.unwrap_or(10) {
                 v.push(Direction::random_with(
                     params,
-                    args.direction,
+                    kind,
                     subset,
                     args.seed.wrapping_add(i as u64),
                     DrawOptions {
@@ -308,6 +369,7 @@ pub fn run(args: ProbeArgs) -> Result<()> {
     }
     .with_seed(args.seed);
 
+    let mut hessian = None;
     let (directions, dir_path, loaded) = match line {
         Some(l) => {
             let v = vec![l];
@@ -316,7 +378,7 @@ pub fn run(args: ProbeArgs) -> Result<()> {
             }
             (v, args.save_directions.clone(), false)
         }
-        None => directions(&args, &params, &subset)?,
+        None => directions(&args, &params, &subset, &model, &data, &mut hessian)?,
     };
     let count = directions.len();
     let kind_name = if args.between.is_some() {
@@ -326,6 +388,18 @@ pub fn run(args: ProbeArgs) -> Result<()> {
     } else {
         args.direction.name().to_string()
     };
+    if let Some(h) = &hessian {
+        let trace = h.trace.map_or(String::new(), |t| {
+            format!(
+                "; trace {:.6} ± {:.6} ({} samples)",
+                t.trace, t.std_error, t.samples
+            )
+        });
+        print_stdout(&format!(
+            "hessian: eigenvalues {:?} ({} Hessian-vector products){trace}\n",
+            h.eigenvalues, h.products
+        ))?;
+    }
 
     print_stdout(&format!(
         "probe: {} ({} parameters, BatchNorm: {}), {} examples, loss {:.5} at the point; {} {} directions × {} points, bn {}\n",
@@ -467,6 +541,7 @@ pub fn run(args: ProbeArgs) -> Result<()> {
         model: args.model.display().to_string(),
         data: args.data.display().to_string(),
         test_data: args.test_data.as_ref().map(|p| p.display().to_string()),
+        hessian,
         shift,
         examples: data.len(),
         loss: match args.loss {

@@ -6,6 +6,7 @@
 //!   ([`TchModel`]) or a TorchScript file ([`torchscript::ScriptModel`]); losses; probe data.
 //! - [`directions`]: seeded, saved probe directions (uniform(0,1) as in the paper, Gaussian,
 //!   filter-normalized, sign-(in)consistent, two-point a→b), restricted to a parameter subset.
+//! - [`hessian`]: top-k Hessian eigen-directions (power iteration on Hessian-vector products), Hutchinson trace.
 //! - [`line`]: the line between two checkpoints of one model (`interpulation.py`).
 //! - [`profile`]: 1-D loss profiles `L(w + t·d)` with BatchNorm stale / fully re-estimated /
 //!   re-estimated on k fixed batches at every point (common random numbers).
@@ -23,6 +24,7 @@ pub mod asymmetry;
 pub mod bias;
 pub mod bn_check;
 pub mod directions;
+pub mod hessian;
 pub mod line;
 pub mod model;
 pub mod profile;

@@ -139,6 +139,9 @@ pub struct ProbeReport {
     /// The shift scale estimated from train vs held-out profiles, when held-out data was given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shift: Option<super::shift::ShiftEstimate>,
+    /// The Hessian's eigenvalues (direction i is eigenvector i) and trace, for `hessian` directions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hessian: Option<super::hessian::HessianSummary>,
     /// Examples scored.
     pub examples: i64,
     /// `cross-entropy` or `mse`.
