@@ -23,3 +23,19 @@ mod theory_cli;
 mod training;
 /// The asymmetric-valley detector on synthetic valleys with known answers, and the probe CLI.
 mod valley;
+/// `probe --between A B` against PyTorch evaluating the interpolated weights with `bn_update`.
+mod valley_between;
+/// Traced BatchNorm refused, unused layers excluded, dropout deterministic under `--bn full`.
+mod valley_bn_check;
+/// `probe --device cpu|cuda`.
+mod valley_device;
+/// `probe --directions`: load, check against the model, never overwrite.
+mod valley_directions;
+/// The `filter` direction on 1-D tensors: zeroed, or `d = w` with `--filter-keep-1d`.
+mod valley_filter;
+/// `probe --direction hessian` against a closed-form quadratic and autograd's full Hessian.
+mod valley_hessian;
+/// `probe --test-data`: the shift scale from train vs held-out profiles.
+mod valley_shift;
+/// Helpers for the probe CLI tests (Python-saved models, the CLI, its JSON).
+mod valley_support;

@@ -60,4 +60,14 @@ char* asymvalley_jit_train(void* module, int on) {
   return guarded([&] { static_cast<torch::jit::Module*>(module)->train(on != 0); });
 }
 
+// Moves every parameter and buffer to `device`: tch's encoding, -1 for the CPU, k >= 0 for CUDA
+// device k. Aliases handed out before the move keep pointing at the old tensors.
+char* asymvalley_jit_to(void* module, int device) {
+  return guarded([&] {
+    auto target = device < 0 ? at::Device(at::kCPU)
+                             : at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device));
+    static_cast<torch::jit::Module*>(module)->to(target);
+  });
+}
+
 }  // extern "C"

@@ -42,4 +42,5 @@ extern "C" {
         out: *mut *mut C_tensor,
     ) -> *mut c_char;
     pub fn asymvalley_jit_train(module: *mut c_void, on: c_int) -> *mut c_char;
+    pub fn asymvalley_jit_to(module: *mut c_void, device: c_int) -> *mut c_char;
 }

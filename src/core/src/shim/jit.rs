@@ -75,6 +75,27 @@ impl JitModule {
         })
     }
 
+    /// Moves every parameter and buffer to `device` (the CPU or a CUDA device). Aliases taken
+    /// before the move still point at the old tensors: take them again afterwards.
+    pub fn to_device(&self, device: tch::Device) -> Result<()> {
+        let code = match device {
+            tch::Device::Cpu => -1,
+            tch::Device::Cuda(i) => c_int::try_from(i)
+                .map_err(|_| Error::invalid("device", format!("cuda:{i}"), "a CUDA index"))?,
+            other => {
+                return Err(Error::invalid(
+                    "device",
+                    format!("{other:?}"),
+                    "cpu or cuda:N",
+                ))
+            }
+        };
+        // SAFETY: `ptr` is a live module.
+        status("to device", unsafe {
+            ffi::asymvalley_jit_to(self.ptr, code)
+        })
+    }
+
     /// `forward(xs)`; a tuple result gives its first element, anything else not a tensor is an error.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let mut out = std::ptr::null_mut();

@@ -19,10 +19,12 @@ pub enum DirectionKind {
     Uniform,
     /// Entries N(0, 1), then unit L2 norm over the subset.
     Gaussian,
-    /// N(0, 1) filter-normalized (Li et al. 2018): each filter (slice along dim 0 of a tensor with
-    /// ≥ 2 dims) rescaled to the norm of the matching weight filter, `d_i ← d_i·‖w_i‖/‖d_i‖`;
-    /// 1-D tensors (biases, BN γ/β) are rescaled as a whole, `d ← d·‖w‖/‖d‖`. Not unit norm:
-    /// `t = 1` moves each filter by its own norm.
+    /// N(0, 1) filter-normalized (Li et al. 2018, `net_plotter.normalize_direction`): each filter
+    /// (slice along dim 0 of a tensor with ≥ 2 dims) rescaled to the norm of the matching weight
+    /// filter, `d_i ← d_i·‖w_i‖/(‖d_i‖ + 1e−10)`. Tensors with ≤ 1 dim (biases, BN γ/β) are
+    /// zeroed, as that code does under its `--xignore biasbn`; with
+    /// [`DrawOptions::filter_keep_1d`] they are set to the weight itself, `d = w`, as it does
+    /// otherwise. Not unit norm: `t = 1` moves each filter by its own norm.
     Filter,
     /// `|ε|·sign(w)`, ε ~ N(0, 1), unit norm: every entry has the sign of its weight
     /// (Li et al. 2024's sign-consistent noise; `sign(0)` is taken as +).
@@ -42,6 +44,13 @@ impl DirectionKind {
             DirectionKind::SignInconsistent => "sign-inconsistent",
         }
     }
+}
+
+/// Options of a random draw beyond its kind, subset and seed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrawOptions {
+    /// `filter` only: keep tensors with ≤ 1 dim as `d = w` instead of zeroing them.
+    pub filter_keep_1d: bool,
 }
 
 /// Which parameters a direction may move.
@@ -138,12 +147,25 @@ fn empty_subset(subset: &ParamSubset) -> Error {
 }
 
 impl Direction {
-    /// A seeded random direction of `kind` over `subset` of `params` (the point it probes).
+    /// A seeded random direction of `kind` over `subset` of `params` (the point it probes), with
+    /// the default [`DrawOptions`].
     pub fn random(
         params: &[NamedTensor],
         kind: DirectionKind,
         subset: &ParamSubset,
         seed: u64,
+    ) -> Result<Self> {
+        Self::random_with(params, kind, subset, seed, DrawOptions::default())
+    }
+
+    /// [`random`](Self::random) with explicit [`DrawOptions`]. Every selected tensor consumes its
+    /// draws, also one the options then zero, so the other tensors do not depend on the options.
+    pub fn random_with(
+        params: &[NamedTensor],
+        kind: DirectionKind,
+        subset: &ParamSubset,
+        seed: u64,
+        options: DrawOptions,
     ) -> Result<Self> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut tensors = Vec::with_capacity(params.len());
@@ -182,12 +204,28 @@ impl Direction {
                     };
                     d = d.f_abs()?.f_mul(&sign)?.f_mul_scalar(s)?;
                 }
+                DirectionKind::Filter if d.dim() <= 1 => {
+                    if options.filter_keep_1d {
+                        d = w.f_detach_copy()?;
+                    } else {
+                        moved -= n as i64;
+                        d = d.f_zero_()?;
+                    }
+                }
                 DirectionKind::Filter => {
                     d = filter_normalize(&d, &w)?;
                 }
                 _ => {}
             }
             tensors.push(d);
+        }
+        if moved == 0 && kind == DirectionKind::Filter && !options.filter_keep_1d {
+            return Err(Error::invalid(
+                "direction",
+                format!("filter over {}", subset.describe()),
+                "a subset with a tensor of 2 or more dims (filter zeroes 1-D tensors such as \
+                 biases and BatchNorm γ/β; keep them with --filter-keep-1d)",
+            ));
         }
         if moved == 0 {
             return Err(empty_subset(subset));
@@ -202,6 +240,12 @@ impl Direction {
             }
             for t in &mut tensors {
                 *t = t.f_div_scalar(norm)?;
+            }
+        }
+        // Stored in the parameter's dtype, so a saved direction matches the model it was made for.
+        for (t, p) in tensors.iter_mut().zip(params) {
+            if p.tensor.is_floating_point() {
+                *t = t.f_to_kind(p.tensor.kind())?;
             }
         }
         let norm = l2(&tensors)?;
@@ -247,9 +291,11 @@ impl Direction {
             }
             if subset.contains(p) && p.tensor.is_floating_point() {
                 moved += p.tensor.numel() as i64;
+                // The difference in float64, stored in the parameter's dtype.
                 tensors.push(
-                    b.f_to_kind(Kind::Float)?
-                        .f_sub(&a.f_to_kind(Kind::Float)?)?,
+                    b.f_to_kind(Kind::Double)?
+                        .f_sub(&a.f_to_kind(Kind::Double)?)?
+                        .f_to_kind(p.tensor.kind())?,
                 );
             } else {
                 tensors.push(Tensor::f_zeros(
@@ -353,46 +399,138 @@ impl Direction {
 
     /// Loads direction `index` saved by [`save_all`](Self::save_all), checked against `params`.
     pub fn load(path: &Path, index: usize, params: &[NamedTensor]) -> Result<Self> {
-        let all = Tensor::read_safetensors(path)?;
-        let prefix = format!("d{index}/");
-        let mut tensors = Vec::with_capacity(params.len());
-        for p in params {
-            let want = format!("{prefix}{}", p.name);
-            let t = all
-                .iter()
-                .find(|(n, _)| *n == want)
-                .map(|(_, t)| t.shallow_clone())
-                .ok_or_else(|| Error::Data {
-                    path: path.to_path_buf(),
-                    reason: format!("tensor `{want}` is missing"),
-                })?;
-            tensors.push(t);
+        let mut all = Self::load_all(path, params, None)?;
+        if index >= all.len() {
+            return Err(Error::Data {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "direction {index} is missing (the file holds {} directions)",
+                    all.len()
+                ),
+            });
         }
-        Direction::given(params, tensors, "loaded")
+        Ok(all.swap_remove(index))
+    }
+
+    /// Loads the directions saved by [`save_all`](Self::save_all) (all of them, or the first
+    /// `count`), each checked against `params`: every tensor must be named `d{i}/{parameter}`
+    /// for a parameter of the model, every parameter must have its tensor, with the parameter's
+    /// shape and dtype. The error names the first mismatch, in index then parameter order.
+    pub fn load_all(
+        path: &Path,
+        params: &[NamedTensor],
+        count: Option<usize>,
+    ) -> Result<Vec<Self>> {
+        let bad = |reason: String| Error::Data {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if !path.is_file() {
+            return Err(Error::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "directions file not found"),
+            ));
+        }
+        let all = Tensor::read_safetensors(path)
+            .map_err(|e| bad(format!("not a readable safetensors file: {e}")))?;
+        // Group by index; anything that is not `d{i}/{parameter}` is refused, not skipped, so a
+        // file made for another model cannot pass for this one.
+        let mut by_index: std::collections::BTreeMap<usize, Vec<(String, Tensor)>> =
+            std::collections::BTreeMap::new();
+        let mut sorted: Vec<&(String, Tensor)> = all.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, t) in sorted {
+            let parsed = name
+                .strip_prefix('d')
+                .and_then(|r| r.split_once('/'))
+                .and_then(|(i, p)| i.parse::<usize>().ok().map(|i| (i, p)));
+            let Some((i, pname)) = parsed else {
+                return Err(bad(format!(
+                    "tensor `{name}` is not named d{{index}}/{{parameter}}"
+                )));
+            };
+            if !params.iter().any(|p| p.name == pname) {
+                return Err(bad(format!(
+                    "tensor `{name}` names no parameter of the model (`{pname}`)"
+                )));
+            }
+            by_index
+                .entry(i)
+                .or_default()
+                .push((pname.to_string(), t.shallow_clone()));
+        }
+        let held = by_index.len();
+        if let Some((pos, i)) = by_index.keys().enumerate().find(|(pos, i)| pos != *i) {
+            return Err(bad(format!(
+                "direction {pos} is missing (the file holds directions up to d{i});                  indices must run 0, 1, 2, ..."
+            )));
+        }
+        if held == 0 {
+            return Err(bad("the file holds no direction".into()));
+        }
+        let want = count.unwrap_or(held);
+        if want == 0 || want > held {
+            return Err(Error::invalid(
+                "count",
+                want,
+                format!("1 to {held} (the directions held by {})", path.display()),
+            ));
+        }
+        let mut out = Vec::with_capacity(want);
+        for (i, tensors) in by_index.into_iter().take(want) {
+            let mut ordered = Vec::with_capacity(params.len());
+            for p in params {
+                let key = format!("d{i}/{}", p.name);
+                let t = tensors
+                    .iter()
+                    .find(|(n, _)| *n == p.name)
+                    .map(|(_, t)| t.shallow_clone())
+                    .ok_or_else(|| bad(format!("tensor `{key}` is missing")))?;
+                if t.size() != p.tensor.size() {
+                    return Err(bad(format!(
+                        "tensor `{key}` has shape {:?}, the parameter has {:?}",
+                        t.size(),
+                        p.tensor.size()
+                    )));
+                }
+                if t.kind() != p.tensor.kind() {
+                    return Err(bad(format!(
+                        "tensor `{key}` has dtype {:?}, the parameter has {:?}",
+                        t.kind(),
+                        p.tensor.kind()
+                    )));
+                }
+                ordered.push(t.f_to_device(p.tensor.device())?);
+            }
+            let mut d = Direction::given(params, ordered, "loaded")?;
+            d.moved = d
+                .tensors
+                .iter()
+                .map(|t| {
+                    t.f_count_nonzero(None::<i64>)
+                        .and_then(|c| c.f_int64_value(&[]))
+                })
+                .sum::<std::result::Result<i64, _>>()?;
+            out.push(d);
+        }
+        Ok(out)
     }
 }
 
-/// `d_i ← d_i·‖w_i‖/(‖d_i‖ + 1e−10)` per filter (dim 0) for tensors with ≥ 2 dims, per tensor
-/// for 1-D ones (Li et al. 2018, `net_plotter.normalize_direction`).
+/// `d_i ← d_i·‖w_i‖/(‖d_i‖ + 1e−10)` per filter (slice along dim 0) of a tensor with ≥ 2 dims
+/// (Li et al. 2018, `net_plotter.normalize_direction`; 1-D tensors are handled by the caller).
 fn filter_normalize(d: &Tensor, w: &Tensor) -> Result<Tensor> {
-    if d.dim() >= 2 {
-        let n = d.size()[0];
-        let dims: Vec<i64> = (1..d.dim() as i64).collect();
-        let dn = d
-            .f_reshape([n, -1])?
-            .f_norm_scalaropt_dim(2, [1i64].as_slice(), false)?;
-        let wn = w
-            .f_reshape([n, -1])?
-            .f_norm_scalaropt_dim(2, [1i64].as_slice(), false)?;
-        let scale = wn.f_div(&dn.f_add_scalar(1e-10)?)?;
-        let mut shape = vec![n];
-        shape.extend(std::iter::repeat(1).take(dims.len()));
-        Ok(d.f_mul(&scale.f_reshape(&shape)?)?)
-    } else {
-        let dn = d.f_norm()?.f_double_value(&[])?;
-        let wn = w.f_norm()?.f_double_value(&[])?;
-        Ok(d.f_mul_scalar(wn / (dn + 1e-10))?)
-    }
+    let n = d.size()[0];
+    let dn = d
+        .f_reshape([n, -1])?
+        .f_norm_scalaropt_dim(2, [1i64].as_slice(), false)?;
+    let wn = w
+        .f_reshape([n, -1])?
+        .f_norm_scalaropt_dim(2, [1i64].as_slice(), false)?;
+    let scale = wn.f_div(&dn.f_add_scalar(1e-10)?)?;
+    let mut shape = vec![n];
+    shape.extend(std::iter::repeat(1).take(d.dim() - 1));
+    Ok(d.f_mul(&scale.f_reshape(&shape)?)?)
 }
 
 crate::names::from_kebab_str!(

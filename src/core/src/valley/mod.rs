@@ -6,10 +6,14 @@
 //!   ([`TchModel`]) or a TorchScript file ([`torchscript::ScriptModel`]); losses; probe data.
 //! - [`directions`]: seeded, saved probe directions (uniform(0,1) as in the paper, Gaussian,
 //!   filter-normalized, sign-(in)consistent, two-point a→b), restricted to a parameter subset.
+//! - [`hessian`]: top-k Hessian eigen-directions (power iteration on Hessian-vector products), Hutchinson trace.
+//! - [`line`]: the line between two checkpoints of one model (`interpulation.py`).
 //! - [`profile`]: 1-D loss profiles `L(w + t·d)` with BatchNorm stale / fully re-estimated /
 //!   re-estimated on k fixed batches at every point (common random numbers).
 //! - [`asymmetry`]: rise ratio, two-sided power fit with bootstrap intervals, flat side, class.
 //! - [`bias`]: the theorem-optimal bias `c*` of the fitted valley under a random shift (harness).
+//! - [`bn_check`]: whether a TorchScript model's BatchNorm layers can be re-estimated at all.
+//! - [`shift`]: the shift scale from train vs held-out profiles, with its sign test.
 //! - [`report`]: JSON output (the figures are drawn by the application).
 //!
 //! # References
@@ -18,10 +22,14 @@
 //! Li et al., "Exploring and Exploiting the Asymmetric Valley of DNNs", NeurIPS 2024.
 pub mod asymmetry;
 pub mod bias;
+pub mod bn_check;
 pub mod directions;
+pub mod hessian;
+pub mod line;
 pub mod model;
 pub mod profile;
 pub mod report;
+pub mod shift;
 pub mod torchscript;
 
 pub use asymmetry::{analyze, Asymmetry, AsymmetryConfig, TwoSidedFit, ValleyClass};

@@ -52,6 +52,10 @@ pub struct BnPlan {
     pub mode: BnMode,
     /// The inputs re-estimation runs on (empty when stale).
     pub inputs: Vec<Tensor>,
+    /// Common random numbers: when set, torch's global RNG is seeded with `seed ⊕ i` before
+    /// the re-estimation and again before the evaluation at grid point i, so dropout draws the
+    /// same masks at the same point of every profile and every run.
+    pub seed: Option<u64>,
 }
 
 impl BnPlan {
@@ -60,6 +64,7 @@ impl BnPlan {
         BnPlan {
             mode: BnMode::Stale,
             inputs: Vec::new(),
+            seed: None,
         }
     }
 
@@ -90,7 +95,17 @@ impl BnPlan {
                 "at least one re-estimation batch",
             ));
         }
-        Ok(BnPlan { mode, inputs })
+        Ok(BnPlan {
+            mode,
+            inputs,
+            seed: None,
+        })
+    }
+
+    /// The same plan with common random numbers from `seed` (see [`BnPlan::seed`]).
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
     }
 }
 
@@ -132,6 +147,27 @@ pub fn grid_line(extend: usize, division: usize) -> Result<Vec<f64>> {
         return Err(Error::invalid("division", division, "an integer >= 1"));
     }
     let d = (extend * division) as i64;
+    Ok((0..=(2 * d + division as i64))
+        .map(|i| (i - d) as f64 / division as f64)
+        .collect())
+}
+
+/// The `interpulation.py` grid with its own arguments: `t_i = (i − distances)/division`,
+/// i = 0..2·distances + division, so t ∈ [−distances/division, 1 + distances/division]
+/// (README values 80/40: 201 points on [−2, 3]; argparse defaults 20/40: 81 on [−0.5, 1.5]).
+pub fn grid_interpolation(distances: usize, division: usize) -> Result<Vec<f64>> {
+    if division == 0 {
+        return Err(Error::invalid("division", division, "an integer >= 1"));
+    }
+    if distances == 0 {
+        // Without points before A there is no −t to match any +t, so no rise ratio.
+        return Err(Error::invalid(
+            "distances",
+            distances,
+            "an integer >= 1 (points before the line's start)",
+        ));
+    }
+    let d = distances as i64;
     Ok((0..=(2 * d + division as i64))
         .map(|i| (i - d) as f64 / division as f64)
         .collect())
@@ -279,10 +315,18 @@ pub fn profile(
             let dst = p.tensor.shallow_clone();
             let _ = o.f_lerp_scalar_out(&dst, far, t)?;
         }
+        let crn = || {
+            if let Some(seed) = bn.seed {
+                // Bit pattern kept: the seed is a label, not a number.
+                tch::manual_seed((seed ^ i as u64) as i64);
+            }
+        };
         if bn.mode != BnMode::Stale {
+            crn();
             cost.bn_forwards += model.reestimate_batch_norm(&bn.inputs)?;
         }
         for (data, prof) in evals.iter().zip(out.iter_mut()) {
+            crn();
             let (mean, per, acc) = evaluate(model, data, loss).map_err(|e| match e {
                 Error::NotFinite { value, .. } => Error::NotFinite {
                     what: format!("loss at offset t = {t}"),

@@ -35,6 +35,12 @@ pub struct DirectionReport {
     pub bias: Option<ValleyBias>,
     /// The profile.
     pub profile: Profile,
+    /// The held-out profile, when held-out data was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_profile: Option<Profile>,
+    /// The shift δ from the training to the held-out profile (`L_test(t) ≈ L_train(t + δ)`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shift: Option<f64>,
 }
 
 impl DirectionReport {
@@ -62,6 +68,8 @@ impl DirectionReport {
             asymmetry,
             bias,
             profile,
+            test_profile: None,
+            shift: None,
         })
     }
 }
@@ -125,6 +133,15 @@ pub struct ProbeReport {
     pub model: String,
     /// The data file.
     pub data: String,
+    /// The held-out data file, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_data: Option<String>,
+    /// The shift scale estimated from train vs held-out profiles, when held-out data was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shift: Option<super::shift::ShiftEstimate>,
+    /// The Hessian's eigenvalues (direction i is eigenvector i) and trace, for `hessian` directions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hessian: Option<super::hessian::HessianSummary>,
     /// Examples scored.
     pub examples: i64,
     /// `cross-entropy` or `mse`.
@@ -139,8 +156,13 @@ pub struct ProbeReport {
     pub points: usize,
     /// Thresholds used.
     pub config: AsymmetryConfig,
-    /// Where the directions were saved (safetensors, `d{index}/{parameter}`).
+    /// Where the directions were saved, or loaded from (safetensors, `d{index}/{parameter}`).
     pub directions_file: Option<String>,
+    /// The two checkpoints `[A, B]` of a line probe (t = 0 at A, t = 1 at B).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub between: Option<Vec<String>>,
+    /// True when the directions were loaded from `directions_file` rather than drawn.
+    pub directions_loaded: bool,
     /// Forward passes spent.
     pub cost: ProfileCost,
     /// Summary over directions.

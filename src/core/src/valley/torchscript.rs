@@ -25,14 +25,22 @@ pub struct ScriptModel {
     path: PathBuf,
     /// Measured BatchNorm momenta, one per layer (see the module docs), once measured.
     momenta: RefCell<Option<Vec<f64>>>,
+    /// BatchNorm layers left out of re-estimation (unused by `forward`), by name.
+    excluded: Vec<String>,
 }
 
-struct BnLayer {
-    name: String,
-    mean: Tensor,
-    var: Tensor,
-    count: Option<Tensor>,
+/// One BatchNorm layer's running statistics (aliases into the module).
+pub(super) struct BnLayer {
+    /// Its module path (`net.1`).
+    pub(super) name: String,
+    pub(super) mean: Tensor,
+    pub(super) var: Tensor,
+    pub(super) count: Option<Tensor>,
 }
+
+/// The seed the momentum measurement's two forwards share, so that dropout draws the same mask
+/// in both and the batch statistic cancels exactly.
+pub(super) const MEASURE_SEED: i64 = 0x5eed;
 
 impl ScriptModel {
     /// Loads `path` (a `torch.jit.save` file) and puts it in eval mode.
@@ -51,7 +59,44 @@ impl ScriptModel {
             module,
             path: path.to_path_buf(),
             momenta: RefCell::new(None),
+            excluded: Vec::new(),
         })
+    }
+
+    /// Moves the model to `device` (`--device`): the CPU always, CUDA when libtorch sees a GPU.
+    pub fn to_device(&self, device: tch::Device) -> Result<()> {
+        if let tch::Device::Cuda(i) = device {
+            let n = tch::Cuda::device_count();
+            if !tch::Cuda::is_available() || i as i64 >= n {
+                return Err(Error::invalid(
+                    "device",
+                    format!("cuda:{i}"),
+                    format!(
+                        "a CUDA device that libtorch can see ({n} visible; this libtorch \
+                         build or machine has {}), or cpu",
+                        if n == 0 { "none" } else { "fewer" }
+                    ),
+                ));
+            }
+        }
+        self.module.to_device(device)
+    }
+
+    /// Leaves the BatchNorm layers `names` out of re-estimation and of
+    /// [`check_batch_norm`](Self::check_batch_norm) (for layers `forward` never uses). Each name
+    /// must be a BatchNorm layer of the model.
+    pub fn exclude_batch_norm(&mut self, names: &[String]) -> Result<()> {
+        let all: Vec<String> = self.all_bn_layers()?.into_iter().map(|l| l.name).collect();
+        if let Some(n) = names.iter().find(|n| !all.contains(n)) {
+            return Err(Error::invalid(
+                "bn-exclude",
+                n,
+                format!("the name of a BatchNorm layer of the model (it has {all:?})"),
+            ));
+        }
+        self.excluded = names.to_vec();
+        *self.momenta.borrow_mut() = None;
+        Ok(())
     }
 
     /// The file it was loaded from.
@@ -65,11 +110,11 @@ impl ScriptModel {
         Ok(v)
     }
 
-    fn set_train(&self, on: bool) -> Result<()> {
+    pub(super) fn set_train(&self, on: bool) -> Result<()> {
         self.module.train(on)
     }
 
-    fn forward_raw(&self, xs: &Tensor) -> Result<Tensor> {
+    pub(super) fn forward_raw(&self, xs: &Tensor) -> Result<Tensor> {
         self.module.forward(xs).map_err(|e| {
             // TorchScript prefixes the cause with its interpreter traceback: keep the cause.
             let text = e.to_string();
@@ -90,7 +135,14 @@ impl ScriptModel {
         })
     }
 
-    fn bn_layers(&self) -> Result<Vec<BnLayer>> {
+    /// The BatchNorm layers that take part (all but the excluded ones).
+    pub(super) fn bn_layers(&self) -> Result<Vec<BnLayer>> {
+        let mut v = self.all_bn_layers()?;
+        v.retain(|l| !self.excluded.contains(&l.name));
+        Ok(v)
+    }
+
+    fn all_bn_layers(&self) -> Result<Vec<BnLayer>> {
         let buffers = self.named(true)?;
         let mut layers = Vec::new();
         for (name, mean) in &buffers {
@@ -131,15 +183,17 @@ impl ScriptModel {
     }
 
     /// Measures each layer's momentum (see the module docs); returns the forwards it ran.
-    fn measure_momenta(&self, layers: &[BnLayer], xs: &Tensor) -> Result<usize> {
+    pub(super) fn measure_momenta(&self, layers: &[BnLayer], xs: &Tensor) -> Result<usize> {
         if self.momenta.borrow().is_some() {
             return Ok(0);
         }
+        tch::manual_seed(MEASURE_SEED);
         self.forward_from(layers, xs, 0.0)?;
         let from0: Vec<Tensor> = layers
             .iter()
             .map(|l| l.mean.f_to_kind(Kind::Double))
             .collect::<std::result::Result<_, _>>()?;
+        tch::manual_seed(MEASURE_SEED);
         self.forward_from(layers, xs, 1.0)?;
         let mut momenta = Vec::with_capacity(layers.len());
         for (l, r0) in layers.iter().zip(&from0) {
@@ -152,9 +206,11 @@ impl ScriptModel {
             let m = 1.0 - one_minus_m;
             if !(m > 1e-6 && m <= 1.0 + 1e-6) {
                 return Err(Error::invalid(
-                    "batch-norm momentum",
-                    format!("{m} (layer `{}`)", l.name),
-                    "a momentum in (0, 1] (momentum 0 never updates running statistics)",
+                    "bn",
+                    format!("full (layer `{}` has momentum {m})", l.name),
+                    "BatchNorm layers that update their running statistics in train mode \
+                     (a model traced in eval mode, or a layer that forward never uses, does \
+                     not): use --bn stale, script the model, or --bn-exclude the layer",
                 ));
             }
             momenta.push(m.min(1.0));
