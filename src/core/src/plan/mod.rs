@@ -9,7 +9,10 @@
 //! this module are the exhaustive check of both forms' contract.
 pub mod cpu;
 mod ffi;
+mod fused_ffi;
 pub mod layout;
+pub mod op;
 
-pub use cpu::lerp_cpu;
+pub use cpu::{apply_cpu, lerp_cpu};
 pub use layout::{Layout, Segment};
+pub use op::FusedOp;
