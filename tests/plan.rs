@@ -446,3 +446,235 @@ mod cpu_pass {
         assert!(out[0].equal(&src[0]) && out[1].equal(&src[1]));
     }
 }
+
+/// The Rust `Averager` on the fused plan: results against an fp64 reference (SWA) and against
+/// torch's own `lerp_` sequence bitwise (EMA), while the model's storage is swapped under it
+/// (`set_data`, `VarStore::copy`, a non-contiguous replacement): the plan is rebuilt exactly when
+/// a pointer, size or contiguity changes, falls back when it cannot run, and never reads a stale
+/// pointer (the average would then miss the new values).
+mod averager_plan {
+    use asymvalley::average::{Averager, AveragerConfig};
+    use asymvalley::plan::fused::{FusedPlan, Ineligible};
+    use asymvalley::plan::FusedOp;
+    use asymvalley::Error;
+    use tch::{nn, Device, Kind, Tensor};
+
+    const SHAPES: [(&str, &[i64]); 5] = [
+        ("a", &[64, 3, 7, 7]),
+        ("b", &[64]),
+        ("c", &[1]),
+        ("d", &[10, 2048]),
+        ("e", &[5]),
+    ];
+
+    fn model() -> nn::VarStore {
+        tch::manual_seed(7);
+        let vs = nn::VarStore::new(Device::Cpu);
+        for (name, shape) in SHAPES {
+            let _ = vs.root().randn(name, shape, 0.0, 1.0);
+        }
+        vs
+    }
+
+    fn var(vs: &nn::VarStore, name: &str) -> Tensor {
+        vs.variables().remove(name).expect("variable")
+    }
+
+    fn fill_random(vs: &nn::VarStore) {
+        tch::no_grad(|| {
+            for (_, mut t) in vs.variables() {
+                let r = Tensor::randn(t.size(), (Kind::Float, Device::Cpu)).to_kind(t.kind());
+                let _ = t.copy_(&r);
+            }
+        });
+    }
+
+    #[test]
+    fn swa_follows_storage_changes_and_matches_f64() {
+        let mut vs = model();
+        let mut swa = Averager::new(&vs, AveragerConfig::swa()).expect("averager");
+        let mut sums: Vec<Tensor> = SHAPES
+            .iter()
+            .map(|(_, s)| Tensor::zeros(*s, (Kind::Double, Device::Cpu)))
+            .collect();
+        let mut expected_builds = 1;
+        for k in 0..7u32 {
+            fill_random(&vs);
+            match k {
+                // New storage for `d` (and `b`): the plan must follow, or it averages stale memory.
+                2 => {
+                    for name in ["d", "b"] {
+                        let mut t = var(&vs, name);
+                        let fresh = Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) + 10.0;
+                        tch::no_grad(|| t.set_data(&fresh));
+                    }
+                    expected_builds += 1;
+                }
+                // In-place copy from another model: same storage, no rebuild.
+                3 => {
+                    let other = model();
+                    fill_random(&other);
+                    vs.copy(&other).expect("copy");
+                }
+                // A non-contiguous `d`: the fused pass cannot run, the update falls back.
+                4 => {
+                    let mut t = var(&vs, "d");
+                    let fresh = Tensor::randn([2048, 10], (Kind::Float, Device::Cpu)).tr();
+                    tch::no_grad(|| t.set_data(&fresh));
+                }
+                // Contiguous again (new storage): rebuilt.
+                5 => {
+                    let mut t = var(&vs, "d");
+                    let fresh = Tensor::randn([10, 2048], (Kind::Float, Device::Cpu));
+                    tch::no_grad(|| t.set_data(&fresh));
+                    expected_builds += 1;
+                }
+                _ => {}
+            }
+            swa.update(&vs).expect("update");
+            let (builds, fallback) = swa.storage().fused_status();
+            if k == 4 {
+                assert!(
+                    matches!(fallback, Some(Ineligible::NotContiguous(_))),
+                    "step {k}: {fallback:?}"
+                );
+            } else {
+                assert_eq!(fallback, None, "step {k}");
+            }
+            assert_eq!(builds, expected_builds, "step {k}: plan builds");
+            for ((name, _), sum) in SHAPES.iter().zip(sums.iter_mut()) {
+                *sum += var(&vs, name).to_kind(Kind::Double);
+                let want = &*sum / f64::from(k + 1);
+                let got = swa.averaged(name).expect("averaged").to_kind(Kind::Double);
+                let err = (&got - &want).abs().max().double_value(&[]);
+                let scale = want.abs().max().double_value(&[]).max(1.0);
+                assert!(
+                    err <= 4e-6 * scale,
+                    "step {k} `{name}`: max error {err} (scale {scale})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ema_of_bf16_model_equals_torch_lerp_sequence_bitwise() {
+        let mut vs = model();
+        vs.bfloat16();
+        let decay = 0.9;
+        let mut ema = Averager::new(&vs, AveragerConfig::ema(decay)).expect("averager");
+        let mut reference: Vec<Tensor> = Vec::new();
+        for k in 0..5 {
+            fill_random(&vs);
+            ema.update(&vs).expect("update");
+            for (i, (name, _)) in SHAPES.iter().enumerate() {
+                let p = var(&vs, name).to_kind(Kind::Float);
+                if k == 0 {
+                    reference.push(p);
+                } else {
+                    reference[i] = reference[i].lerp(&p, 1.0 - decay);
+                }
+                let got = ema.averaged(name).expect("averaged");
+                assert_eq!(got.kind(), Kind::Float);
+                assert!(got.equal(&reference[i]), "update {k} `{name}`");
+            }
+        }
+        assert_eq!(ema.storage().fused_status(), (1, None));
+        // Copy-out rounds to bf16 exactly as torch's conversion does.
+        ema.copy_to(&vs).expect("copy_to");
+        for (i, (name, _)) in SHAPES.iter().enumerate() {
+            assert!(var(&vs, name).equal(&reference[i].to_kind(Kind::BFloat16)), "`{name}`");
+        }
+    }
+
+    #[test]
+    fn write_biased_matches_f64_reference() {
+        let vs = model();
+        let mut swa = Averager::new(&vs, AveragerConfig::swa()).expect("averager");
+        for _ in 0..3 {
+            fill_random(&vs);
+            swa.update(&vs).expect("update");
+        }
+        fill_random(&vs);
+        let anchors: Vec<Tensor> = SHAPES.iter().map(|(n, _)| var(&vs, n).copy()).collect();
+        let beta = 0.5;
+        swa.write_biased(&vs, beta).expect("write_biased");
+        for ((name, _), anchor) in SHAPES.iter().zip(&anchors) {
+            let avg = swa.averaged(name).expect("averaged").to_kind(Kind::Double);
+            let want = &avg + (&avg - anchor.to_kind(Kind::Double)) * beta;
+            let got = var(&vs, name).to_kind(Kind::Double);
+            let err = (&got - &want).abs().max().double_value(&[]);
+            assert!(err <= 1e-5, "`{name}`: max error {err}");
+        }
+        assert_eq!(swa.storage().fused_status().1, None);
+    }
+
+    fn pairs(sizes: &[i64], kind: Kind) -> (Vec<Tensor>, Vec<Tensor>) {
+        let avg = sizes
+            .iter()
+            .map(|&n| Tensor::zeros([n], (Kind::Float, Device::Cpu)))
+            .collect();
+        let model = sizes
+            .iter()
+            .map(|&n| Tensor::randn([n], (Kind::Float, Device::Cpu)).to_kind(kind))
+            .collect();
+        (avg, model)
+    }
+
+    #[test]
+    fn plan_rebuilds_exactly_on_pointer_size_or_dtype_change() {
+        let mut plan = FusedPlan::new();
+        let (avg, mut model) = pairs(&[100, 1, 4097], Kind::Float);
+        let run = |plan: &mut FusedPlan, avg: &[Tensor], model: &[Tensor]| {
+            plan.apply(FusedOp::CopyIn, avg, model)
+                .expect("valid call")
+                .expect("eligible");
+            for (a, m) in avg.iter().zip(model) {
+                assert!(a.equal(&m.to_kind(Kind::Float)), "copy-in read the wrong data");
+            }
+        };
+        run(&mut plan, &avg, &model);
+        run(&mut plan, &avg, &model);
+        assert_eq!(plan.builds(), 1, "unchanged tensors: no rebuild");
+        // New storage, same size and dtype.
+        model[1] = Tensor::randn([1], (Kind::Float, Device::Cpu));
+        run(&mut plan, &avg, &model);
+        assert_eq!(plan.builds(), 2, "pointer change");
+        // Same pointers reinterpreted? No: a dtype change always allocates; check it rebuilds.
+        model[2] = model[2].to_kind(Kind::BFloat16);
+        run(&mut plan, &avg, &model);
+        assert_eq!(plan.builds(), 3, "dtype change");
+        // A size change of a pair.
+        let mut avg = avg;
+        avg[0] = Tensor::zeros([7], (Kind::Float, Device::Cpu));
+        model[0] = Tensor::randn([7], (Kind::Float, Device::Cpu));
+        run(&mut plan, &avg, &model);
+        assert_eq!(plan.builds(), 4, "size change");
+        assert_eq!(plan.layout().map(|l| l.sizes().to_vec()), Some(vec![7, 1, 4097]));
+    }
+
+    #[test]
+    fn plan_refusals_change_nothing() {
+        let mut plan = FusedPlan::new();
+        let (avg, model) = pairs(&[10, 20], Kind::Float);
+        plan.apply(FusedOp::CopyIn, &avg, &model)
+            .expect("valid")
+            .expect("eligible");
+        let before: Vec<Tensor> = avg.iter().map(|a| a.copy()).collect();
+        let r = plan.apply(FusedOp::Lerp(2.0), &avg, &model);
+        assert!(matches!(r, Err(Error::InvalidConfig { field: "weight", .. })), "{r:?}");
+        let r = plan.apply(FusedOp::Lerp(0.5), &avg, &model[..1]);
+        assert!(matches!(r, Err(Error::LengthMismatch { .. })), "{r:?}");
+        // Mismatched sizes within a pair: not eligible, nothing written.
+        let wrong = vec![model[0].shallow_clone(), Tensor::randn([21], (Kind::Float, Device::Cpu))];
+        let r = plan.apply(FusedOp::Lerp(0.5), &avg, &wrong).expect("valid call");
+        assert!(matches!(r, Err(Ineligible::Dtype(1))), "{r:?}");
+        // An integer model tensor: not eligible.
+        let ints = vec![model[0].shallow_clone(), Tensor::zeros([20], (Kind::Int64, Device::Cpu))];
+        let r = plan.apply(FusedOp::CopyIn, &avg, &ints).expect("valid call");
+        assert!(matches!(r, Err(Ineligible::Dtype(1))), "{r:?}");
+        for (a, b) in avg.iter().zip(&before) {
+            assert!(a.equal(b), "a refused call modified the average");
+        }
+        assert_eq!(plan.builds(), 1, "refusals do not replace the plan");
+    }
+}

@@ -9,6 +9,7 @@
 //! this module are the exhaustive check of both forms' contract.
 pub mod cpu;
 mod ffi;
+pub mod fused;
 mod fused_ffi;
 pub mod layout;
 pub mod op;
