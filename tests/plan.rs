@@ -273,7 +273,12 @@ mod cpu_pass {
         let full = sizes_with_tails("resnet50");
         let small = small_sizes();
         for (avg_kind, src_kind, sizes, weights) in [
-            (Kind::Float, Kind::Float, &full, &[1e-4, 0.37, 0.5, 0.9999][..]),
+            (
+                Kind::Float,
+                Kind::Float,
+                &full,
+                &[1e-4, 0.37, 0.5, 0.9999][..],
+            ),
             (Kind::Float, Kind::BFloat16, &full, &[1e-4, 0.9999][..]),
             (Kind::Float, Kind::Float, &small, &WEIGHTS[..]),
             (Kind::Float, Kind::BFloat16, &small, &WEIGHTS[..]),
@@ -336,12 +341,20 @@ mod cpu_pass {
             let want: Vec<Tensor> = model.iter().map(|m| m.to_kind(avg_kind)).collect();
             let got: Vec<Tensor> = avg.iter().map(|a| a.copy()).collect();
             apply_cpu(&layout, FusedOp::CopyIn, &got, &model).expect("copy-in");
-            bitwise(&got, &want, &format!("copy-in {avg_kind:?}<-{model_kind:?}"));
+            bitwise(
+                &got,
+                &want,
+                &format!("copy-in {avg_kind:?}<-{model_kind:?}"),
+            );
             // Copy-out: model <- avg, rounded to the model's dtype (nearest even).
             let want: Vec<Tensor> = avg.iter().map(|a| a.to_kind(model_kind)).collect();
             let out: Vec<Tensor> = model.iter().map(|m| m.copy()).collect();
             apply_cpu(&layout, FusedOp::CopyOut, &avg, &out).expect("copy-out");
-            bitwise(&out, &want, &format!("copy-out {avg_kind:?}->{model_kind:?}"));
+            bitwise(
+                &out,
+                &want,
+                &format!("copy-out {avg_kind:?}->{model_kind:?}"),
+            );
         }
     }
 
@@ -376,7 +389,10 @@ mod cpu_pass {
                 // The output's rounding, plus the fp32 rounding of avg - anchor scaled by beta.
                 let bound = (want.abs() + (&a64 - &c64).abs() * beta_ref) * rel + 1e-44;
                 let bad = err.gt_tensor(&bound).sum(Kind::Int64).int64_value(&[]);
-                assert_eq!(bad, 0, "{avg_kind:?}/{model_kind:?} tensor {t}: {bad} elements off");
+                assert_eq!(
+                    bad, 0,
+                    "{avg_kind:?}/{model_kind:?} tensor {t}: {bad} elements off"
+                );
             }
         }
     }
@@ -582,7 +598,10 @@ mod averager_plan {
         // Copy-out rounds to bf16 exactly as torch's conversion does.
         ema.copy_to(&vs).expect("copy_to");
         for (i, (name, _)) in SHAPES.iter().enumerate() {
-            assert!(var(&vs, name).equal(&reference[i].to_kind(Kind::BFloat16)), "`{name}`");
+            assert!(
+                var(&vs, name).equal(&reference[i].to_kind(Kind::BFloat16)),
+                "`{name}`"
+            );
         }
     }
 
@@ -629,7 +648,10 @@ mod averager_plan {
                 .expect("valid call")
                 .expect("eligible");
             for (a, m) in avg.iter().zip(model) {
-                assert!(a.equal(&m.to_kind(Kind::Float)), "copy-in read the wrong data");
+                assert!(
+                    a.equal(&m.to_kind(Kind::Float)),
+                    "copy-in read the wrong data"
+                );
             }
         };
         run(&mut plan, &avg, &model);
@@ -649,7 +671,10 @@ mod averager_plan {
         model[0] = Tensor::randn([7], (Kind::Float, Device::Cpu));
         run(&mut plan, &avg, &model);
         assert_eq!(plan.builds(), 4, "size change");
-        assert_eq!(plan.layout().map(|l| l.sizes().to_vec()), Some(vec![7, 1, 4097]));
+        assert_eq!(
+            plan.layout().map(|l| l.sizes().to_vec()),
+            Some(vec![7, 1, 4097])
+        );
     }
 
     #[test]
@@ -661,20 +686,90 @@ mod averager_plan {
             .expect("eligible");
         let before: Vec<Tensor> = avg.iter().map(|a| a.copy()).collect();
         let r = plan.apply(FusedOp::Lerp(2.0), &avg, &model);
-        assert!(matches!(r, Err(Error::InvalidConfig { field: "weight", .. })), "{r:?}");
+        assert!(
+            matches!(
+                r,
+                Err(Error::InvalidConfig {
+                    field: "weight",
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
         let r = plan.apply(FusedOp::Lerp(0.5), &avg, &model[..1]);
         assert!(matches!(r, Err(Error::LengthMismatch { .. })), "{r:?}");
         // Mismatched sizes within a pair: not eligible, nothing written.
-        let wrong = vec![model[0].shallow_clone(), Tensor::randn([21], (Kind::Float, Device::Cpu))];
-        let r = plan.apply(FusedOp::Lerp(0.5), &avg, &wrong).expect("valid call");
+        let wrong = vec![
+            model[0].shallow_clone(),
+            Tensor::randn([21], (Kind::Float, Device::Cpu)),
+        ];
+        let r = plan
+            .apply(FusedOp::Lerp(0.5), &avg, &wrong)
+            .expect("valid call");
         assert!(matches!(r, Err(Ineligible::Dtype(1))), "{r:?}");
         // An integer model tensor: not eligible.
-        let ints = vec![model[0].shallow_clone(), Tensor::zeros([20], (Kind::Int64, Device::Cpu))];
-        let r = plan.apply(FusedOp::CopyIn, &avg, &ints).expect("valid call");
+        let ints = vec![
+            model[0].shallow_clone(),
+            Tensor::zeros([20], (Kind::Int64, Device::Cpu)),
+        ];
+        let r = plan
+            .apply(FusedOp::CopyIn, &avg, &ints)
+            .expect("valid call");
         assert!(matches!(r, Err(Ineligible::Dtype(1))), "{r:?}");
         for (a, b) in avg.iter().zip(&before) {
             assert!(a.equal(b), "a refused call modified the average");
         }
         assert_eq!(plan.builds(), 1, "refusals do not replace the plan");
+    }
+}
+
+/// The CUDA launcher's host side, on a machine without a GPU: the exact source and options it
+/// compiles with build through NVRTC (from the torch wheel) for sm_80 and sm_90 with an empty log,
+/// and without a driver it says so and leaves the CPU path working.
+mod cuda_host {
+    use asymvalley::average::{Averager, AveragerConfig};
+    use asymvalley::plan::cuda;
+    use tch::{nn, Device};
+
+    #[test]
+    fn kernel_compiles_for_sm80_and_sm90_without_warnings() {
+        let home = cuda::cuda_home().expect("the torch wheel's nvidia/cu13 (NVRTC) is installed");
+        assert!(
+            home.join("include").join("cuda_bf16.h").exists(),
+            "{}",
+            home.display()
+        );
+        for arch in [80, 90] {
+            let c = cuda::compile(arch).unwrap_or_else(|e| panic!("sm_{arch}: {e}"));
+            assert_eq!(c.log, "", "NVRTC warnings for sm_{arch}");
+            // An ELF cubin holding the entry point.
+            assert_eq!(&c.cubin[..4], b"\x7fELF", "sm_{arch}: not an ELF cubin");
+            let name = cuda::KERNEL_NAME.as_bytes();
+            assert!(
+                c.cubin.windows(name.len()).any(|w| w == name),
+                "sm_{arch}: {} missing from the cubin",
+                cuda::KERNEL_NAME
+            );
+        }
+        let opts = cuda::options(90, &home.join("include"));
+        assert_eq!(opts[0], "--gpu-architecture=sm_90");
+        assert!(opts.iter().any(|o| o == "--std=c++17"), "{opts:?}");
+    }
+
+    #[test]
+    fn without_a_driver_the_launcher_says_so_and_cpu_is_unaffected() {
+        if tch::Cuda::is_available() {
+            return; // a GPU machine: benches/gpu/run.sh checks the launcher there.
+        }
+        let msg = cuda::available(0)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(msg.contains("CUDA driver"), "{msg}");
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _ = vs.root().randn("w", &[3, 5], 0.0, 1.0);
+        let mut swa = Averager::new(&vs, AveragerConfig::swa()).expect("averager");
+        swa.update(&vs).expect("update");
+        assert_eq!(swa.storage().fused_status(), (1, None));
     }
 }

@@ -65,6 +65,8 @@ pub struct FusedPlan {
     layout: Option<Layout>,
     device: Option<Device>,
     builds: u64,
+    /// The device tables and kernel, when the plan is on a CUDA device.
+    cuda: Option<super::cuda::DevicePlan>,
 }
 
 impl FusedPlan {
@@ -83,6 +85,7 @@ impl FusedPlan {
             layout: None,
             device: None,
             builds: 0,
+            cuda: None,
         }
     }
 
@@ -127,7 +130,7 @@ impl FusedPlan {
             .map(|(a, m)| PairKey::of(a, m))
             .collect();
         if keys != self.keys || self.layout.is_none() {
-            if let Err(why) = self.rebuild(keys)? {
+            if let Err(why) = self.rebuild(keys, avg, model)? {
                 return Ok(Err(why));
             }
         }
@@ -136,6 +139,10 @@ impl FusedPlan {
         };
         match device {
             Device::Cpu => apply_cpu(layout, op, avg, model)?,
+            Device::Cuda(_) => match self.cuda.as_ref() {
+                Some(plan) => plan.launch(op)?,
+                None => return Ok(Err(Ineligible::Device("no device plan was built".into()))),
+            },
             other => {
                 return Ok(Err(Ineligible::Device(format!(
                     "no fused pass for {other:?}"
@@ -146,7 +153,12 @@ impl FusedPlan {
     }
 
     /// Builds the layout (and device tables) for `keys`; on refusal keeps the old plan intact.
-    fn rebuild(&mut self, keys: Vec<PairKey>) -> Result<std::result::Result<(), Ineligible>> {
+    fn rebuild(
+        &mut self,
+        keys: Vec<PairKey>,
+        avg: &[Tensor],
+        model: &[Tensor],
+    ) -> Result<std::result::Result<(), Ineligible>> {
         let device = keys.first().map(|k| k.avg_device);
         for (t, k) in keys.iter().enumerate() {
             if !k.contiguous {
@@ -166,8 +178,15 @@ impl FusedPlan {
         }
         let sizes: Vec<u64> = keys.iter().map(|k| k.numel as u64).collect();
         let layout = Layout::new(&sizes, self.block_elems, self.align)?;
+        let mut cuda = None;
         match device {
             None | Some(Device::Cpu) => {}
+            Some(Device::Cuda(index)) => {
+                match super::cuda::DevicePlan::build(index, &layout, avg, model)? {
+                    Ok(plan) => cuda = Some(plan),
+                    Err(why) => return Ok(Err(Ineligible::Device(why))),
+                }
+            }
             Some(other) => {
                 return Ok(Err(Ineligible::Device(format!(
                     "no fused pass for {other:?}"
@@ -175,6 +194,7 @@ impl FusedPlan {
             }
         }
         self.keys = keys;
+        self.cuda = cuda;
         self.layout = Some(layout);
         self.device = device;
         self.builds += 1;

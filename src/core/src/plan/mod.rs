@@ -8,6 +8,7 @@
 //! same arithmetic is written once more in C (`csrc/fused/plan.cuh`) for the kernel; the tests of
 //! this module are the exhaustive check of both forms' contract.
 pub mod cpu;
+pub mod cuda;
 mod ffi;
 pub mod fused;
 mod fused_ffi;
