@@ -113,7 +113,7 @@ fn flat_lerp(c: &Case) {
 }
 
 fn floor_copy(c: &Case) {
-    let _ = c.copy_dst.shallow_clone().copy_(&c.copy_src);
+    c.copy_dst.shallow_clone().copy_(&c.copy_src);
 }
 
 /// Median and interquartile range of `ratios` (sorted in place).
@@ -243,7 +243,12 @@ pub fn average(cr: &mut Criterion) {
     println!("Paired against the CPU floor (one lerp_ over two flat buffers), {PAIRS} ABBA pairs, median ratio [IQR]:");
     println!(
         "{:<10} {:>13} {:>13} {:>22} {:>13} {:>22}",
-        "model", "flat lerp ms", "fused cpu ms", "fused/flat [IQR]", "averager ms", "averager/flat [IQR]"
+        "model",
+        "flat lerp ms",
+        "fused cpu ms",
+        "fused/flat [IQR]",
+        "averager ms",
+        "averager/flat [IQR]"
     );
     let f = |s: &serde_json::Value, k: &str| s[k].as_f64().unwrap_or(0.0);
     let q = |s: &serde_json::Value, k: &str, i: usize| s[k][i].as_f64().unwrap_or(0.0);

@@ -417,8 +417,8 @@ fn kernel(index: usize) -> Result<Kernel> {
     let arch = (major * 10 + minor) as u32;
     let cubins = CUBINS.get_or_init(|| Mutex::new(HashMap::new()));
     let mut cubins = cubins.lock().map_err(poisoned)?;
-    if !cubins.contains_key(&arch) {
-        cubins.insert(arch, compile(arch)?.cubin);
+    if let std::collections::hash_map::Entry::Vacant(slot) = cubins.entry(arch) {
+        slot.insert(compile(arch)?.cubin);
     }
     let cubin = cubins
         .get(&arch)
