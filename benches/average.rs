@@ -3,7 +3,8 @@
 //!
 //! - `per_tensor_lerp`: one tch `lerp_` per parameter into its own average tensor (what pure
 //!   tch can do: it binds no `_foreach_*`);
-//! - `averager`: [`Averager::update`] on a VarStore (flat buffer per group, fused shim call);
+//! - `averager`: [`Averager::update`] on a VarStore (the plan's one fused pass over every
+//!   parameter, with the per-update fingerprint check);
 //! - `fused_cpu`: [`asymvalley::plan::lerp_cpu`], one parallel pass over all the per-parameter
 //!   tensors through the fused plan (summary only);
 //! - `flat_lerp`: one in-place `lerp_` over two flat buffers of the same total size, the CPU floor
@@ -12,12 +13,18 @@
 //!   the memory-bandwidth floor of any averaging update.
 //!
 //! After criterion's runs, a summary times each again (median of 15) in the same process and
-//! prints ours / floor and per-tensor / ours, and writes `target/bench/average.json`.
+//! prints ours / floor and per-tensor / ours. Then the fused pass and the Averager are held to the
+//! flat lerp by **paired** ratios: 25 pairs, each pair timing both in alternating order
+//! (ABBA), so that load from other processes hits both sides of a pair alike; it prints the
+//! median ratio and its interquartile range. Everything goes to `target/bench/average.json`.
 use asymvalley::average::{Averager, AveragerConfig};
 use asymvalley::plan::{lerp_cpu, Layout};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use std::time::{Duration, Instant};
 use tch::{nn, Device, Kind, Tensor};
+
+/// Pairs per paired ratio.
+const PAIRS: usize = 25;
 
 fn shapes() -> Vec<(String, Vec<Vec<i64>>)> {
     let path = concat!(
@@ -106,7 +113,47 @@ fn flat_lerp(c: &Case) {
 }
 
 fn floor_copy(c: &Case) {
-    let _ = c.copy_dst.shallow_clone().copy_(&c.copy_src);
+    c.copy_dst.shallow_clone().copy_(&c.copy_src);
+}
+
+/// Median and interquartile range of `ratios` (sorted in place).
+fn quartiles(ratios: &mut [f64]) -> (f64, f64, f64) {
+    ratios.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.25), at(0.75))
+}
+
+/// Paired timing of `a` against `b`: `pairs` pairs, alternating which runs first; returns
+/// (median of a/b, q25, q75, median a ms, median b ms).
+fn paired(c: &mut Case, pairs: usize, a: fn(&mut Case), b: fn(&mut Case)) -> [f64; 5] {
+    for _ in 0..3 {
+        a(c);
+        b(c);
+    }
+    let time = |f: fn(&mut Case), c: &mut Case| {
+        let t = Instant::now();
+        f(c);
+        t.elapsed().as_secs_f64() * 1e3
+    };
+    let (mut ratios, mut ta, mut tb) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 0..pairs {
+        let (x, y) = if k % 2 == 0 {
+            let x = time(a, c);
+            (x, time(b, c))
+        } else {
+            let y = time(b, c);
+            (time(a, c), y)
+        };
+        ratios.push(x / y);
+        ta.push(x);
+        tb.push(y);
+    }
+    let (m, q1, q3) = quartiles(&mut ratios);
+    [m, q1, q3, quartiles(&mut ta).0, quartiles(&mut tb).0]
+}
+
+fn flat_lerp_mut(c: &mut Case) {
+    flat_lerp(c)
 }
 
 fn median_ms(mut f: impl FnMut()) -> f64 {
@@ -147,14 +194,18 @@ pub fn average(cr: &mut Criterion) {
         let floor = median_ms(|| floor_copy(&c));
         let ours = median_ms(|| averager_update(&mut c));
         let loop_ms = median_ms(|| per_tensor_lerp(&c));
-        let flat = median_ms(|| flat_lerp(&c));
-        let fused = median_ms(|| fused_cpu(&mut c));
+        let fused = paired(&mut c, PAIRS, fused_cpu, flat_lerp_mut);
+        let avg = paired(&mut c, PAIRS, averager_update, flat_lerp_mut);
         let gbps = 12.0 * c.params as f64 / (floor * 1e-3) / 1e9;
         summary.push(serde_json::json!({
             "model": model, "tensors": shapes.len(), "params": c.params,
             "floor_ms": floor, "averager_ms": ours, "per_tensor_lerp_ms": loop_ms,
             "copy_bandwidth_gb_s": gbps, "averager_over_floor": ours / floor, "per_tensor_over_averager": loop_ms / ours,
-            "flat_lerp_ms": flat, "fused_cpu_ms": fused, "fused_over_flat_lerp": fused / flat,
+            "pairs": PAIRS,
+            "flat_lerp_ms": fused[4], "fused_cpu_ms": fused[3],
+            "fused_over_flat_lerp": fused[0], "fused_over_flat_lerp_iqr": [fused[1], fused[2]],
+            "averager_paired_ms": avg[3], "flat_lerp_paired_ms": avg[4],
+            "averager_over_flat_lerp": avg[0], "averager_over_flat_lerp_iqr": [avg[1], avg[2]],
         }));
     }
     println!(
@@ -189,17 +240,31 @@ pub fn average(cr: &mut Criterion) {
         format!("{out}/average.json"),
         serde_json::to_string_pretty(&summary).unwrap_or_default(),
     );
+    println!("Paired against the CPU floor (one lerp_ over two flat buffers), {PAIRS} ABBA pairs, median ratio [IQR]:");
     println!(
-        "{:<10} {:>13} {:>13} {:>12}",
-        "model", "flat lerp ms", "fused cpu ms", "fused/flat"
+        "{:<10} {:>13} {:>13} {:>22} {:>13} {:>22}",
+        "model",
+        "flat lerp ms",
+        "fused cpu ms",
+        "fused/flat [IQR]",
+        "averager ms",
+        "averager/flat [IQR]"
     );
+    let f = |s: &serde_json::Value, k: &str| s[k].as_f64().unwrap_or(0.0);
+    let q = |s: &serde_json::Value, k: &str, i: usize| s[k][i].as_f64().unwrap_or(0.0);
     for s in &summary {
         println!(
-            "{:<10} {:>13.2} {:>13.2} {:>11.2}x",
+            "{:<10} {:>13.2} {:>13.2} {:>7.3}x [{:.3}, {:.3}] {:>13.2} {:>7.3}x [{:.3}, {:.3}]",
             s["model"].as_str().unwrap_or(""),
-            s["flat_lerp_ms"].as_f64().unwrap_or(0.0),
-            s["fused_cpu_ms"].as_f64().unwrap_or(0.0),
-            s["fused_over_flat_lerp"].as_f64().unwrap_or(0.0),
+            f(s, "flat_lerp_ms"),
+            f(s, "fused_cpu_ms"),
+            f(s, "fused_over_flat_lerp"),
+            q(s, "fused_over_flat_lerp_iqr", 0),
+            q(s, "fused_over_flat_lerp_iqr", 1),
+            f(s, "averager_paired_ms"),
+            f(s, "averager_over_flat_lerp"),
+            q(s, "averager_over_flat_lerp_iqr", 0),
+            q(s, "averager_over_flat_lerp_iqr", 1),
         );
     }
     println!("written: {out}/average.json");

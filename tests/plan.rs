@@ -204,60 +204,194 @@ fn bad_arguments_are_refused_by_name() {
     }
 }
 
-/// The CPU fused pass against libtorch's own `lerp` on each tensor (the independent oracle),
-/// over ResNet-50's real shapes and every source dtype, with fp32 and fp64 averages.
+/// The CPU fused pass against libtorch itself (the independent oracle): `lerp`, `copy_`/`to_kind`
+/// must agree bitwise, because the pass uses ATen's own formulas (fused multiply-adds); the bias,
+/// which has no single torch op, against an fp64 reference within one rounding of the output.
+/// Over ResNet-50's and ViT-B/16's real shapes, adversarial sizes (0, 1, tails) and values
+/// (signed zeros, subnormals, values near the fp32 range), every source dtype, fp32 and fp64
+/// averages, and weights on both sides of the formula's switch at ½.
 mod cpu_pass {
-    use asymvalley::plan::{lerp_cpu, Layout};
+    use asymvalley::plan::{apply_cpu, lerp_cpu, FusedOp, Layout};
     use asymvalley::Error;
-    use tch::{Kind, Tensor};
+    use tch::{Device, Kind, Tensor};
+
+    const WEIGHTS: [f64; 7] = [0.0, 1e-4, 0.37, 0.5, 2.0 / 3.0, 0.9999, 1.0];
 
     fn pair(sizes: &[u64], avg_kind: Kind, src_kind: Kind) -> (Vec<Tensor>, Vec<Tensor>) {
         tch::manual_seed(15);
-        let avg = sizes
-            .iter()
-            .map(|&n| Tensor::randn([n as i64], (avg_kind, tch::Device::Cpu)))
-            .collect();
-        let src = sizes
-            .iter()
-            .map(|&n| Tensor::randn([n as i64], (src_kind, tch::Device::Cpu)))
-            .collect();
+        let make = |kind: Kind, scale: f64| -> Vec<Tensor> {
+            sizes
+                .iter()
+                .map(|&n| Tensor::randn([n as i64], (kind, Device::Cpu)) * scale)
+                .collect()
+        };
+        let avg = make(avg_kind, 1.0);
+        let mut src = make(src_kind, 3.0);
+        // Adversarial values in the last tensor with at least 8 elements.
+        if let Some(t) = src.iter_mut().rev().find(|t| t.numel() >= 8) {
+            // Signed zeros, subnormals and values near the top of the source's range.
+            let v = if src_kind == Kind::Half {
+                [0.0, -0.0, 1e-7, -3e-6, 6e4, -6e4, 65000.0, 1e-4]
+            } else {
+                [0.0, -0.0, 1e-40, -1e-41, 3e38, -3e38, 65000.0, 1e-30]
+            };
+            let special = Tensor::from_slice(&v).to_kind(src_kind);
+            t.narrow(0, 0, 8).copy_(&special);
+        }
         (avg, src)
     }
 
-    #[test]
-    fn matches_torch_lerp_for_every_dtype() {
+    fn sizes_with_tails(model: &str) -> Vec<u64> {
         let models = super::model_sizes();
-        let (_, resnet) = models
-            .iter()
-            .find(|(n, _)| n == "resnet50")
-            .expect("resnet50");
-        let mut sizes: Vec<u64> = resnet.clone();
-        sizes.extend([1, 3, 4097, 0, 5]);
-        let layout = Layout::new(&sizes, 4096, 4).expect("valid layout");
-        for (avg_kind, src_kind, tol) in [
-            (Kind::Float, Kind::Float, 1e-6),
-            (Kind::Float, Kind::BFloat16, 1e-6),
-            (Kind::Float, Kind::Half, 1e-6),
-            (Kind::Float, Kind::Double, 1e-6),
-            (Kind::Double, Kind::Double, 1e-14),
-            (Kind::Double, Kind::Float, 1e-14),
+        let (_, shapes) = models.iter().find(|(n, _)| n == model).expect("model");
+        let mut sizes = shapes.clone();
+        sizes.extend([1, 3, 4097, 0, 5, 8, 4095, 33]);
+        sizes
+    }
+
+    fn bitwise(got: &[Tensor], want: &[Tensor], what: &str) {
+        for (t, (a, e)) in got.iter().zip(want).enumerate() {
+            assert_eq!(a.kind(), e.kind(), "{what} tensor {t}: dtype");
+            if !a.equal(e) {
+                let diff = a.to_kind(Kind::Double) - e.to_kind(Kind::Double);
+                let n = diff.ne(0.0).sum(Kind::Int64).int64_value(&[]);
+                panic!("{what} tensor {t} ({} elements): {n} differ", a.numel());
+            }
+        }
+    }
+
+    /// ResNet-50's first 40 tensors (every kind of its shapes: conv, BatchNorm, downsample) and
+    /// the tails: the cheap set for the full dtype x weight grid.
+    fn small_sizes() -> Vec<u64> {
+        let all = sizes_with_tails("resnet50");
+        let n = all.len();
+        all[..40].iter().chain(&all[n - 8..]).copied().collect()
+    }
+
+    #[test]
+    fn lerp_equals_torch_lerp_bitwise() {
+        let full = sizes_with_tails("resnet50");
+        let small = small_sizes();
+        for (avg_kind, src_kind, sizes, weights) in [
+            (
+                Kind::Float,
+                Kind::Float,
+                &full,
+                &[1e-4, 0.37, 0.5, 0.9999][..],
+            ),
+            (Kind::Float, Kind::BFloat16, &full, &[1e-4, 0.9999][..]),
+            (Kind::Float, Kind::Float, &small, &WEIGHTS[..]),
+            (Kind::Float, Kind::BFloat16, &small, &WEIGHTS[..]),
+            (Kind::Float, Kind::Half, &small, &WEIGHTS[..]),
+            (Kind::Float, Kind::Double, &small, &WEIGHTS[..]),
+            (Kind::Double, Kind::Double, &small, &WEIGHTS[..]),
+            (Kind::Double, Kind::Float, &small, &WEIGHTS[..]),
+            (Kind::Double, Kind::BFloat16, &small, &WEIGHTS[..]),
         ] {
-            let (mut avg, src) = pair(&sizes, avg_kind, src_kind);
-            let w = 0.37;
-            let want: Vec<Tensor> = avg
-                .iter()
-                .zip(&src)
-                .map(|(a, s)| a.to_kind(Kind::Double).lerp(&s.to_kind(Kind::Double), w))
-                .collect();
-            lerp_cpu(&layout, &mut avg, &src, w).expect("valid call");
-            for (t, (a, e)) in avg.iter().zip(&want).enumerate() {
-                if a.numel() == 0 {
+            let layout = Layout::new(sizes, 4096, 4).expect("valid layout");
+            let (avg0, src) = pair(sizes, avg_kind, src_kind);
+            for &w in weights {
+                let mut avg: Vec<Tensor> = avg0.iter().map(|a| a.copy()).collect();
+                // The oracle: torch's own lerp on the source converted to the average's dtype
+                // (exact for widening; fp64 -> fp32 rounds the source once, as the pass does).
+                let want: Vec<Tensor> = avg0
+                    .iter()
+                    .zip(&src)
+                    .map(|(a, s)| a.lerp(&s.to_kind(avg_kind), w))
+                    .collect();
+                lerp_cpu(&layout, &mut avg, &src, w).expect("valid call");
+                bitwise(&avg, &want, &format!("{avg_kind:?}<-{src_kind:?} w={w}"));
+            }
+        }
+    }
+
+    #[test]
+    fn lerp_equals_torch_lerp_bitwise_on_vit() {
+        let sizes = sizes_with_tails("vit_b_16");
+        let layout = Layout::new(&sizes, 4096, 4).expect("valid layout");
+        for src_kind in [Kind::Float, Kind::BFloat16] {
+            let (avg0, src) = pair(&sizes, Kind::Float, src_kind);
+            for w in [1e-3, 0.75] {
+                let mut avg: Vec<Tensor> = avg0.iter().map(|a| a.copy()).collect();
+                let want: Vec<Tensor> = avg0
+                    .iter()
+                    .zip(&src)
+                    .map(|(a, s)| a.lerp(&s.to_kind(Kind::Float), w))
+                    .collect();
+                lerp_cpu(&layout, &mut avg, &src, w).expect("valid call");
+                bitwise(&avg, &want, &format!("vit Float<-{src_kind:?} w={w}"));
+            }
+        }
+    }
+
+    #[test]
+    fn copies_equal_torch_conversions_bitwise() {
+        let sizes = small_sizes();
+        let layout = Layout::new(&sizes, 4096, 4).expect("valid layout");
+        for (avg_kind, model_kind) in [
+            (Kind::Float, Kind::Float),
+            (Kind::Float, Kind::BFloat16),
+            (Kind::Float, Kind::Half),
+            (Kind::Float, Kind::Double),
+            (Kind::Double, Kind::Double),
+            (Kind::Double, Kind::BFloat16),
+        ] {
+            let (avg, model) = pair(&sizes, avg_kind, model_kind);
+            // Copy-in: avg <- model, as Tensor::to_kind rounds (or widens) it.
+            let want: Vec<Tensor> = model.iter().map(|m| m.to_kind(avg_kind)).collect();
+            let got: Vec<Tensor> = avg.iter().map(|a| a.copy()).collect();
+            apply_cpu(&layout, FusedOp::CopyIn, &got, &model).expect("copy-in");
+            bitwise(
+                &got,
+                &want,
+                &format!("copy-in {avg_kind:?}<-{model_kind:?}"),
+            );
+            // Copy-out: model <- avg, rounded to the model's dtype (nearest even).
+            let want: Vec<Tensor> = avg.iter().map(|a| a.to_kind(model_kind)).collect();
+            let out: Vec<Tensor> = model.iter().map(|m| m.copy()).collect();
+            apply_cpu(&layout, FusedOp::CopyOut, &avg, &out).expect("copy-out");
+            bitwise(
+                &out,
+                &want,
+                &format!("copy-out {avg_kind:?}->{model_kind:?}"),
+            );
+        }
+    }
+
+    #[test]
+    fn bias_within_one_rounding_of_fp64() {
+        let sizes = small_sizes();
+        let layout = Layout::new(&sizes, 4096, 4).expect("valid layout");
+        for (avg_kind, model_kind) in [
+            (Kind::Float, Kind::Float),
+            (Kind::Float, Kind::BFloat16),
+            (Kind::Double, Kind::Double),
+        ] {
+            let (avg, anchor) = pair(&sizes, avg_kind, model_kind);
+            let beta = 0.3;
+            let out: Vec<Tensor> = anchor.iter().map(|m| m.copy()).collect();
+            apply_cpu(&layout, FusedOp::Bias(beta), &avg, &out).expect("bias");
+            // One rounding of the output's dtype: 2^-24 (fp32), 2^-8 (bf16), 2^-53 (fp64),
+            // relative, plus the fp32 rounding of beta (an fp32 average computes with it).
+            let (rel, beta_ref) = match (avg_kind, model_kind) {
+                (Kind::Double, _) => (2f64.powi(-52), beta),
+                (_, Kind::BFloat16) => (2f64.powi(-8), beta as f32 as f64),
+                _ => (2f64.powi(-23), beta as f32 as f64),
+            };
+            for (t, ((o, a), c)) in out.iter().zip(&avg).zip(&anchor).enumerate() {
+                if o.numel() == 0 {
                     continue;
                 }
-                let err = (a.to_kind(Kind::Double) - e).abs().max().double_value(&[]);
-                assert!(
-                    err <= tol * 8.0,
-                    "{avg_kind:?}<-{src_kind:?} tensor {t}: max error {err}"
+                let a64 = a.to_kind(Kind::Double);
+                let c64 = c.to_kind(avg_kind).to_kind(Kind::Double);
+                let want = &a64 + (&a64 - &c64) * beta_ref;
+                let err = (o.to_kind(Kind::Double) - &want).abs();
+                // The output's rounding, plus the fp32 rounding of avg - anchor scaled by beta.
+                let bound = (want.abs() + (&a64 - &c64).abs() * beta_ref) * rel + 1e-44;
+                let bad = err.gt_tensor(&bound).sum(Kind::Int64).int64_value(&[]);
+                assert_eq!(
+                    bad, 0,
+                    "{avg_kind:?}/{model_kind:?} tensor {t}: {bad} elements off"
                 );
             }
         }
@@ -293,11 +427,11 @@ mod cpu_pass {
         let m = check(copy(&avg), &src, 1.5, "weight");
         assert!(m.contains("weight") && m.contains("1.5"), "{m}");
         let m = check(copy(&avg), &src[..1], 0.5, "length");
-        assert!(m.contains("src") && m.contains('1'), "{m}");
+        assert!(m.contains("model") && m.contains('1'), "{m}");
         let mut wrong = copy(&src);
-        wrong[1] = Tensor::zeros([21], (Kind::Float, tch::Device::Cpu));
+        wrong[1] = Tensor::zeros([21], (Kind::Float, Device::Cpu));
         let m = check(copy(&avg), &wrong, 0.5, "size");
-        assert!(m.contains("src[1]") && m.contains("21"), "{m}");
+        assert!(m.contains("model[1]") && m.contains("21"), "{m}");
         let mut half_avg = copy(&avg);
         half_avg[1] = avg[1].to_kind(Kind::BFloat16);
         let r = lerp_cpu(&layout, &mut half_avg, &src, 0.5);
@@ -307,7 +441,7 @@ mod cpu_pass {
             half_avg[0].equal(&before[0]),
             "avg[0] modified by a refused call"
         );
-        let strided = Tensor::zeros([20, 2], (Kind::Float, tch::Device::Cpu)).select(1, 0);
+        let strided = Tensor::zeros([20, 2], (Kind::Float, Device::Cpu)).select(1, 0);
         let mut s2 = copy(&src);
         s2[1] = strided;
         let m = check(copy(&avg), &s2, 0.5, "contiguity");
@@ -319,5 +453,323 @@ mod cpu_pass {
                 ..
             })
         ));
+        let out = copy(&src);
+        let r = apply_cpu(&layout, FusedOp::Bias(-1.0), &avg, &out);
+        assert!(
+            matches!(r, Err(Error::InvalidConfig { field: "beta", .. })),
+            "{r:?}"
+        );
+        assert!(out[0].equal(&src[0]) && out[1].equal(&src[1]));
+    }
+}
+
+/// The Rust `Averager` on the fused plan: results against an fp64 reference (SWA) and against
+/// torch's own `lerp_` sequence bitwise (EMA), while the model's storage is swapped under it
+/// (`set_data`, `VarStore::copy`, a non-contiguous replacement): the plan is rebuilt exactly when
+/// a pointer, size or contiguity changes, falls back when it cannot run, and never reads a stale
+/// pointer (the average would then miss the new values).
+mod averager_plan {
+    use asymvalley::average::{Averager, AveragerConfig};
+    use asymvalley::plan::fused::{FusedPlan, Ineligible};
+    use asymvalley::plan::FusedOp;
+    use asymvalley::Error;
+    use tch::{nn, Device, Kind, Tensor};
+
+    const SHAPES: [(&str, &[i64]); 5] = [
+        ("a", &[64, 3, 7, 7]),
+        ("b", &[64]),
+        ("c", &[1]),
+        ("d", &[10, 2048]),
+        ("e", &[5]),
+    ];
+
+    fn model() -> nn::VarStore {
+        tch::manual_seed(7);
+        let vs = nn::VarStore::new(Device::Cpu);
+        for (name, shape) in SHAPES {
+            let _ = vs.root().randn(name, shape, 0.0, 1.0);
+        }
+        vs
+    }
+
+    fn var(vs: &nn::VarStore, name: &str) -> Tensor {
+        vs.variables().remove(name).expect("variable")
+    }
+
+    fn fill_random(vs: &nn::VarStore) {
+        tch::no_grad(|| {
+            for (_, mut t) in vs.variables() {
+                let r = Tensor::randn(t.size(), (Kind::Float, Device::Cpu)).to_kind(t.kind());
+                t.copy_(&r);
+            }
+        });
+    }
+
+    #[test]
+    fn swa_follows_storage_changes_and_matches_f64() {
+        let mut vs = model();
+        let mut swa = Averager::new(&vs, AveragerConfig::swa()).expect("averager");
+        let mut sums: Vec<Tensor> = SHAPES
+            .iter()
+            .map(|(_, s)| Tensor::zeros(*s, (Kind::Double, Device::Cpu)))
+            .collect();
+        let mut expected_builds = 1;
+        for k in 0..7u32 {
+            fill_random(&vs);
+            match k {
+                // New storage for `d` (and `b`): the plan must follow, or it averages stale memory.
+                2 => {
+                    for name in ["d", "b"] {
+                        let mut t = var(&vs, name);
+                        let fresh = Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) + 10.0;
+                        tch::no_grad(|| t.set_data(&fresh));
+                    }
+                    expected_builds += 1;
+                }
+                // In-place copy from another model: same storage, no rebuild.
+                3 => {
+                    let other = model();
+                    fill_random(&other);
+                    vs.copy(&other).expect("copy");
+                }
+                // A non-contiguous `d`: the fused pass cannot run, the update falls back.
+                4 => {
+                    let mut t = var(&vs, "d");
+                    let fresh = Tensor::randn([2048, 10], (Kind::Float, Device::Cpu)).tr();
+                    tch::no_grad(|| t.set_data(&fresh));
+                }
+                // Contiguous again (new storage): rebuilt.
+                5 => {
+                    let mut t = var(&vs, "d");
+                    let fresh = Tensor::randn([10, 2048], (Kind::Float, Device::Cpu));
+                    tch::no_grad(|| t.set_data(&fresh));
+                    expected_builds += 1;
+                }
+                _ => {}
+            }
+            swa.update(&vs).expect("update");
+            let (builds, fallback) = swa.storage().fused_status();
+            if k == 4 {
+                assert!(
+                    matches!(fallback, Some(Ineligible::NotContiguous(_))),
+                    "step {k}: {fallback:?}"
+                );
+            } else {
+                assert_eq!(fallback, None, "step {k}");
+            }
+            assert_eq!(builds, expected_builds, "step {k}: plan builds");
+            for ((name, _), sum) in SHAPES.iter().zip(sums.iter_mut()) {
+                *sum += var(&vs, name).to_kind(Kind::Double);
+                let want = &*sum / f64::from(k + 1);
+                let got = swa.averaged(name).expect("averaged").to_kind(Kind::Double);
+                let err = (&got - &want).abs().max().double_value(&[]);
+                let scale = want.abs().max().double_value(&[]).max(1.0);
+                assert!(
+                    err <= 4e-6 * scale,
+                    "step {k} `{name}`: max error {err} (scale {scale})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ema_of_bf16_model_equals_torch_lerp_sequence_bitwise() {
+        let mut vs = model();
+        vs.bfloat16();
+        let decay = 0.9;
+        let mut ema = Averager::new(&vs, AveragerConfig::ema(decay)).expect("averager");
+        let mut reference: Vec<Tensor> = Vec::new();
+        for k in 0..5 {
+            fill_random(&vs);
+            ema.update(&vs).expect("update");
+            for (i, (name, _)) in SHAPES.iter().enumerate() {
+                let p = var(&vs, name).to_kind(Kind::Float);
+                if k == 0 {
+                    reference.push(p);
+                } else {
+                    reference[i] = reference[i].lerp(&p, 1.0 - decay);
+                }
+                let got = ema.averaged(name).expect("averaged");
+                assert_eq!(got.kind(), Kind::Float);
+                assert!(got.equal(&reference[i]), "update {k} `{name}`");
+            }
+        }
+        assert_eq!(ema.storage().fused_status(), (1, None));
+        // Copy-out rounds to bf16 exactly as torch's conversion does.
+        ema.copy_to(&vs).expect("copy_to");
+        for (i, (name, _)) in SHAPES.iter().enumerate() {
+            assert!(
+                var(&vs, name).equal(&reference[i].to_kind(Kind::BFloat16)),
+                "`{name}`"
+            );
+        }
+    }
+
+    #[test]
+    fn write_biased_matches_f64_reference() {
+        let vs = model();
+        let mut swa = Averager::new(&vs, AveragerConfig::swa()).expect("averager");
+        for _ in 0..3 {
+            fill_random(&vs);
+            swa.update(&vs).expect("update");
+        }
+        fill_random(&vs);
+        let anchors: Vec<Tensor> = SHAPES.iter().map(|(n, _)| var(&vs, n).copy()).collect();
+        let beta = 0.5;
+        swa.write_biased(&vs, beta).expect("write_biased");
+        for ((name, _), anchor) in SHAPES.iter().zip(&anchors) {
+            let avg = swa.averaged(name).expect("averaged").to_kind(Kind::Double);
+            let want = &avg + (&avg - anchor.to_kind(Kind::Double)) * beta;
+            let got = var(&vs, name).to_kind(Kind::Double);
+            let err = (&got - &want).abs().max().double_value(&[]);
+            assert!(err <= 1e-5, "`{name}`: max error {err}");
+        }
+        assert_eq!(swa.storage().fused_status().1, None);
+    }
+
+    fn pairs(sizes: &[i64], kind: Kind) -> (Vec<Tensor>, Vec<Tensor>) {
+        let avg = sizes
+            .iter()
+            .map(|&n| Tensor::zeros([n], (Kind::Float, Device::Cpu)))
+            .collect();
+        let model = sizes
+            .iter()
+            .map(|&n| Tensor::randn([n], (Kind::Float, Device::Cpu)).to_kind(kind))
+            .collect();
+        (avg, model)
+    }
+
+    #[test]
+    fn plan_rebuilds_exactly_on_pointer_size_or_dtype_change() {
+        let mut plan = FusedPlan::new();
+        let (avg, mut model) = pairs(&[100, 1, 4097], Kind::Float);
+        let run = |plan: &mut FusedPlan, avg: &[Tensor], model: &[Tensor]| {
+            plan.apply(FusedOp::CopyIn, avg, model)
+                .expect("valid call")
+                .expect("eligible");
+            for (a, m) in avg.iter().zip(model) {
+                assert!(
+                    a.equal(&m.to_kind(Kind::Float)),
+                    "copy-in read the wrong data"
+                );
+            }
+        };
+        run(&mut plan, &avg, &model);
+        run(&mut plan, &avg, &model);
+        assert_eq!(plan.builds(), 1, "unchanged tensors: no rebuild");
+        // New storage, same size and dtype.
+        model[1] = Tensor::randn([1], (Kind::Float, Device::Cpu));
+        run(&mut plan, &avg, &model);
+        assert_eq!(plan.builds(), 2, "pointer change");
+        // Same pointers reinterpreted? No: a dtype change always allocates; check it rebuilds.
+        model[2] = model[2].to_kind(Kind::BFloat16);
+        run(&mut plan, &avg, &model);
+        assert_eq!(plan.builds(), 3, "dtype change");
+        // A size change of a pair.
+        let mut avg = avg;
+        avg[0] = Tensor::zeros([7], (Kind::Float, Device::Cpu));
+        model[0] = Tensor::randn([7], (Kind::Float, Device::Cpu));
+        run(&mut plan, &avg, &model);
+        assert_eq!(plan.builds(), 4, "size change");
+        assert_eq!(
+            plan.layout().map(|l| l.sizes().to_vec()),
+            Some(vec![7, 1, 4097])
+        );
+    }
+
+    #[test]
+    fn plan_refusals_change_nothing() {
+        let mut plan = FusedPlan::new();
+        let (avg, model) = pairs(&[10, 20], Kind::Float);
+        plan.apply(FusedOp::CopyIn, &avg, &model)
+            .expect("valid")
+            .expect("eligible");
+        let before: Vec<Tensor> = avg.iter().map(|a| a.copy()).collect();
+        let r = plan.apply(FusedOp::Lerp(2.0), &avg, &model);
+        assert!(
+            matches!(
+                r,
+                Err(Error::InvalidConfig {
+                    field: "weight",
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        let r = plan.apply(FusedOp::Lerp(0.5), &avg, &model[..1]);
+        assert!(matches!(r, Err(Error::LengthMismatch { .. })), "{r:?}");
+        // Mismatched sizes within a pair: not eligible, nothing written.
+        let wrong = vec![
+            model[0].shallow_clone(),
+            Tensor::randn([21], (Kind::Float, Device::Cpu)),
+        ];
+        let r = plan
+            .apply(FusedOp::Lerp(0.5), &avg, &wrong)
+            .expect("valid call");
+        assert!(matches!(r, Err(Ineligible::Dtype(1))), "{r:?}");
+        // An integer model tensor: not eligible.
+        let ints = vec![
+            model[0].shallow_clone(),
+            Tensor::zeros([20], (Kind::Int64, Device::Cpu)),
+        ];
+        let r = plan
+            .apply(FusedOp::CopyIn, &avg, &ints)
+            .expect("valid call");
+        assert!(matches!(r, Err(Ineligible::Dtype(1))), "{r:?}");
+        for (a, b) in avg.iter().zip(&before) {
+            assert!(a.equal(b), "a refused call modified the average");
+        }
+        assert_eq!(plan.builds(), 1, "refusals do not replace the plan");
+    }
+}
+
+/// The CUDA launcher's host side, on a machine without a GPU: the exact source and options it
+/// compiles with build through NVRTC (from the torch wheel) for sm_80 and sm_90 with an empty log,
+/// and without a driver it says so and leaves the CPU path working.
+mod cuda_host {
+    use asymvalley::average::{Averager, AveragerConfig};
+    use asymvalley::plan::cuda;
+    use tch::{nn, Device};
+
+    #[test]
+    fn kernel_compiles_for_sm80_and_sm90_without_warnings() {
+        let home = cuda::cuda_home().expect("the torch wheel's nvidia/cu13 (NVRTC) is installed");
+        assert!(
+            home.join("include").join("cuda_bf16.h").exists(),
+            "{}",
+            home.display()
+        );
+        for arch in [80, 90] {
+            let c = cuda::compile(arch).unwrap_or_else(|e| panic!("sm_{arch}: {e}"));
+            assert_eq!(c.log, "", "NVRTC warnings for sm_{arch}");
+            // An ELF cubin holding the entry point.
+            assert_eq!(&c.cubin[..4], b"\x7fELF", "sm_{arch}: not an ELF cubin");
+            let name = cuda::KERNEL_NAME.as_bytes();
+            assert!(
+                c.cubin.windows(name.len()).any(|w| w == name),
+                "sm_{arch}: {} missing from the cubin",
+                cuda::KERNEL_NAME
+            );
+        }
+        let opts = cuda::options(90, &home.join("include"));
+        assert_eq!(opts[0], "--gpu-architecture=sm_90");
+        assert!(opts.iter().any(|o| o == "--std=c++17"), "{opts:?}");
+    }
+
+    #[test]
+    fn without_a_driver_the_launcher_says_so_and_cpu_is_unaffected() {
+        if tch::Cuda::is_available() {
+            return; // a GPU machine: benches/gpu/run.sh checks the launcher there.
+        }
+        let msg = cuda::available(0)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(msg.contains("CUDA driver"), "{msg}");
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _ = vs.root().randn("w", &[3, 5], 0.0, 1.0);
+        let mut swa = Averager::new(&vs, AveragerConfig::swa()).expect("averager");
+        swa.update(&vs).expect("update");
+        assert_eq!(swa.storage().fused_status(), (1, None));
     }
 }

@@ -340,6 +340,90 @@ def check_sync(device: torch.device) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------
+# 3b. CUDA graph
+# ------------------------------------------------------------------------------------------------
+def check_graph(device: torch.device) -> list[dict]:
+    """The update captured in a CUDA graph and replayed equals the same updates run eagerly.
+
+    Captured: ``ema_update_`` and ``swa_update_`` with the counter on the device (a host counter
+    would be baked into the graph), on the ResNet-50 shapes, fp32 and bf16 parameters. Between
+    replays the parameters change in place (the graph reads them through fixed addresses). A
+    capture that allocates, synchronizes, or bakes in a step-dependent weight fails here: the
+    replayed averages would differ from the eager ones. On the CPU (dry run) the same sequence
+    runs eagerly twice and must agree, which checks only this script."""
+    out = []
+    shapes = shapes_of("resnet50")
+    g = torch.Generator().manual_seed(3)
+    steps = [[torch.randn(s, generator=g) for s in shapes] for _ in range(4)]
+    for pdtype in (torch.float32, torch.bfloat16):
+        for rule in ("ema", "swa"):
+            name = f"cuda graph {rule}_update_ params={str(pdtype)[6:]} counter=device"
+            try:
+
+                def update(avg, params, n):
+                    if rule == "swa":
+                        torch.ops.asymvalley.swa_update_(avg, params, n)
+                    else:
+                        torch.ops.asymvalley.ema_update_(avg, params, n, 0.9)
+
+                def fresh():
+                    # clone: on the CPU `.to` may return the step tensor itself, which load() overwrites.
+                    params = [steps[0][i].to(device=device, dtype=pdtype).clone() for i in range(len(shapes))]
+                    avg = [torch.zeros(s, device=device) for s in shapes]
+                    n = torch.zeros((), dtype=torch.long, device=device)
+                    return params, avg, n
+
+                def load(params, k):
+                    with torch.no_grad():
+                        for p, v in zip(params, steps[k]):
+                            p.copy_(v)
+
+                # Eager reference: the first update copies, the next three average.
+                e_params, e_avg, e_n = fresh()
+                for k in range(len(steps)):
+                    load(e_params, k)
+                    update(e_avg, e_params, e_n)
+                g_params, g_avg, g_n = fresh()
+                load(g_params, 0)
+                update(g_avg, g_params, g_n)  # the copy, eagerly (warm-up as well)
+                replays = len(steps) - 1
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                    side = torch.cuda.Stream()
+                    side.wait_stream(torch.cuda.current_stream())
+                    graph = torch.cuda.CUDAGraph()
+                    # A capture records without running; restoring the state also covers an op that
+                    # would run work eagerly while capturing.
+                    saved = [a.clone() for a in g_avg], g_n.clone()
+                    with torch.cuda.stream(side):
+                        with torch.cuda.graph(graph):
+                            update(g_avg, g_params, g_n)
+                    torch.cuda.current_stream().wait_stream(side)
+                    with torch.no_grad():
+                        for a, b in zip(g_avg, saved[0]):
+                            a.copy_(b)
+                        g_n.copy_(saved[1])
+                    for k in range(1, len(steps)):
+                        load(g_params, k)
+                        graph.replay()
+                    torch.cuda.synchronize()
+                else:
+                    for k in range(1, len(steps)):
+                        load(g_params, k)
+                        update(g_avg, g_params, g_n)
+                m = max(float((a - b).abs().max()) for a, b in zip(g_avg, e_avg))
+                ok = m == 0.0 and int(g_n) == int(e_n)
+                r = {"name": name, "replays": replays, "max_abs_diff": m, "ok": ok}
+                if device.type != "cuda":
+                    r["note"] = "CPU dry run: eager twice (no graph)"
+                out.append(r)
+            except Exception as e:  # noqa: BLE001 - report and go on
+                out.append({"name": name, "ok": False, "error": first_line(e)})
+            log_check(out[-1])
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
 # 4. cost
 # ------------------------------------------------------------------------------------------------
 class Timer:
@@ -534,11 +618,18 @@ def train_fraction(name, model, ams, device, timer: Timer) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda")
+    ap.add_argument(
+        "--dry-run-cpu",
+        action="store_true",
+        help="the CPU fallback of every step (same as --device cpu --no-train): checks the script, not the GPU",
+    )
     ap.add_argument("--json", type=pathlib.Path, default=None)
     ap.add_argument("--models", default="resnet50,vit_b_16")
     ap.add_argument("--no-timing", action="store_true", help="correctness only")
     ap.add_argument("--no-train", action="store_true", help="skip the training-step fraction")
     args = ap.parse_args()
+    if args.dry_run_cpu:
+        args.device, args.no_train = "cpu", True
 
     cuda = torch.cuda.is_available()
     log(f"torch {torch.__version__}, cuda available: {cuda}, python {platform.python_version()}")
@@ -566,7 +657,9 @@ def main() -> int:
     report["averaged_model"] = check_averaged_model(device)
     log("\n== 3. update_parameters under torch.cuda.set_sync_debug_mode('error') ==")
     report["sync_debug"] = check_sync(device)
-    ok = all(r["ok"] for k in ("ops", "averaged_model", "sync_debug") for r in report[k])
+    log("\n== 3b. CUDA graph capture + replay vs eager ==")
+    report["cuda_graph"] = check_graph(device)
+    ok = all(r["ok"] for k in ("ops", "averaged_model", "sync_debug", "cuda_graph") for r in report[k])
     if not args.no_timing:
         timer = Timer(device, *((10, 50) if args.device == "cuda" else (1, 3)))
         report["timing_method"] = timer.method
@@ -576,16 +669,23 @@ def main() -> int:
         except Exception:  # noqa: BLE001 - keep the correctness results
             report["cost_error"] = traceback.format_exc()
             log(report["cost_error"])
+        # Issue 15's targets, measured in this run: <= 1.10x the floor (fp32), >= 40x faster than
+        # torch's AveragedModel on ResNet-50 and >= 6x on ViT-B/16, EMA <= 0.3 % of a ResNet-50
+        # bf16 training step.
         targets = {}
         for r in report.get("cost", []):
-            targets[r["model"]] = {
-                "op_ema_within_1.15x_floor": r["ratio_to_floor"]["op_ema_update_"] <= 1.15,
-                "op_swa_within_1.15x_floor": r["ratio_to_floor"]["op_swa_update_"] <= 1.15,
-                "ours_AveragedModel_swa_ratio_to_floor": r["ratio_to_floor"]["ours_AveragedModel_swa"],
+            need = 40 if r["model"] == "resnet50" else 6
+            t = {
+                "op_ema_within_1.10x_floor": r["ratio_to_floor"]["op_ema_update_"] <= 1.10,
+                "op_swa_within_1.10x_floor": r["ratio_to_floor"]["op_swa_update_"] <= 1.10,
+                "ours_AveragedModel_swa_within_1.10x_floor": r["ratio_to_floor"]["ours_AveragedModel_swa"] <= 1.10,
+                "ours_AveragedModel_ema_within_1.10x_floor": r["ratio_to_floor"]["ours_AveragedModel_ema"] <= 1.10,
+                f"ours_AveragedModel_{need}x_faster_swa": r["speedup_ours_vs_torch"]["swa"] >= need,
+                f"ours_AveragedModel_{need}x_faster_ema": r["speedup_ours_vs_torch"]["ema"] >= need,
             }
-            if r["model"] == "resnet50":
-                targets[r["model"]]["ours_AveragedModel_30x_faster_swa"] = r["speedup_ours_vs_torch"]["swa"] >= 30
-                targets[r["model"]]["ours_AveragedModel_30x_faster_ema"] = r["speedup_ours_vs_torch"]["ema"] >= 30
+            if r["model"] == "resnet50" and "skipped" not in r.get("train", {"skipped": 1}):
+                t["ours_ema_at_most_0.3pct_of_step"] = r["train"]["ours_ema_fraction"] <= 0.003
+            targets[r["model"]] = t
         report["targets"] = targets
         if targets:
             log(f"\ntargets{' (informational on CPU)' if args.device == 'cpu' else ''}: {json.dumps(targets)}")

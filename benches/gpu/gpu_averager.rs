@@ -5,6 +5,7 @@
 //! cargo bench --bench gpu_averager --no-run            # builds; prints the binary's path
 //! BIN --device cuda --json out.json                    # on the GPU machine
 //! BIN --device cpu  --json out.json                    # the same steps on the CPU
+//! BIN --dry-run-cpu --json out.json                    # the same, spelled as in run.sh
 //! ```
 //!
 //! On the exact ResNet-50 and ViT-B/16 parameter shapes (`fixtures/param_shapes.json`):
@@ -12,14 +13,18 @@
 //! 1. **Correctness.** A VarStore on the device and one on the CPU get the same values (fp32
 //!    model, then bf16 model); SWA and EMA(0.9) averagers update both four times (new random
 //!    weights each step). The device's fp32 averages must equal the CPU's within
-//!    `|dev − cpu| ≤ 1e-6 + 1e-5·|cpu|` elementwise (a kernel may contract `a + w·(b − a)` into an
-//!    FMA; nothing else differs). Any failure makes the process exit with status 1.
+//!    `|dev − cpu| ≤ 1e-6 + 1e-5·|cpu|` elementwise, and, since the fused kernel and the CPU pass
+//!    evaluate the same fused multiply-adds in the same dtype, `bitwise_equal` is reported too.
+//!    On CUDA the device averager must have taken the fused kernel (`fused_fallback` null: one
+//!    launch per update); a fallback to the per-group `_foreach` path fails the check. Any
+//!    failure makes the process exit with status 1.
 //! 2. **Timing.** Back-to-back batches of calls between two device synchronizations (so that
 //!    the time is max(host work, device work) per call, as in a training loop), median over
 //!    batches after a warm-up, for: `Averager::update` (SWA and EMA, fp32 model; SWA, bf16
 //!    model), a raw `_foreach_lerp_` over per-tensor averages, a per-tensor tch `lerp_` loop, and
 //!    the floor: a device copy of 1.5·N fp32 elements = 12 bytes per parameter (read average,
-//!    read parameter, write average). CUDA timing uses `tch::Cuda::synchronize` (tch binds no
+//!    read parameter, write average), and 1.25·N elements = 10 bytes per parameter, the floor
+//!    of a bf16 model into fp32 averages (`averager_swa_bf16_model` is held to that one). CUDA timing uses `tch::Cuda::synchronize` (tch binds no
 //!    CUDA events); each batch is long enough (≥ 20 calls) for the sync to be noise.
 //!    `averager_swa_fp32_host_only` is the host's enqueue time per update (no wait): when it is
 //!    above the device time, the update is host-bound.
@@ -47,7 +52,7 @@ struct Args {
 fn usage() -> ! {
     eprintln!(
         "usage: gpu_averager --device cpu|cuda [--json PATH] [--shapes fixtures/param_shapes.json] \
-         [--models resnet50,vit_b_16] [--skip-check]"
+         [--models resnet50,vit_b_16] [--skip-check] [--dry-run-cpu]"
     );
     std::process::exit(2)
 }
@@ -85,6 +90,11 @@ fn parse_args() -> Args {
             "--models" => args.models = value(a).split(',').map(str::to_string).collect(),
             "--skip-check" => {
                 args.skip_check = true;
+                i += 1;
+                continue;
+            }
+            "--dry-run-cpu" => {
+                args.device = "cpu".into();
                 i += 1;
                 continue;
             }
@@ -136,8 +146,8 @@ fn fill_same(cpu: &nn::VarStore, dev: &nn::VarStore, device: Device) {
     tch::no_grad(|| {
         for ((_, c), (_, d)) in sorted_vars(cpu).iter().zip(sorted_vars(dev).iter()) {
             let v = Tensor::randn(c.size(), (Kind::Float, Device::Cpu)).to_kind(c.kind());
-            let _ = c.shallow_clone().copy_(&v);
-            let _ = d.shallow_clone().copy_(&v.to_device(device));
+            c.shallow_clone().copy_(&v);
+            d.shallow_clone().copy_(&v.to_device(device));
         }
     })
 }
@@ -151,6 +161,10 @@ struct CheckResult {
     tensors: usize,
     max_abs_diff: f64,
     max_violation: f64,
+    bitwise_equal: bool,
+    /// Plan builds of the device averager, and why it fell back (null: the fused pass ran).
+    fused_builds: u64,
+    fused_fallback: Option<String>,
     ok: bool,
 }
 
@@ -170,6 +184,7 @@ fn check(model: &str, shapes: &[Vec<i64>], kind: Kind, rule: &str, device: Devic
     }
     sync(device);
     let mut max_abs: f64 = 0.0;
+    let mut bitwise = true;
     let mut max_violation: f64 = 0.0; // max of |d − c| − (ATOL + RTOL·|c|); ≤ 0 passes
     let names: Vec<String> = sorted_vars(&cpu_vs).into_iter().map(|(n, _)| n).collect();
     for name in &names {
@@ -180,11 +195,14 @@ fn check(model: &str, shapes: &[Vec<i64>], kind: Kind, rule: &str, device: Devic
             .to_device(Device::Cpu);
         assert_eq!(c.kind(), Kind::Float, "averages are fp32");
         assert_eq!(d.kind(), Kind::Float, "averages are fp32");
+        bitwise &= d.equal(&c);
         let diff = (&d - &c).abs();
         max_abs = max_abs.max(diff.max().double_value(&[]));
         let excess = diff - (c.abs() * RTOL + ATOL);
         max_violation = max_violation.max(excess.max().double_value(&[]));
     }
+    let (fused_builds, fallback) = dev_avg.storage().fused_status();
+    let fused_fallback = fallback.map(|f| format!("{f:?}"));
     CheckResult {
         model: model.into(),
         model_dtype: kind_name(kind).into(),
@@ -193,7 +211,10 @@ fn check(model: &str, shapes: &[Vec<i64>], kind: Kind, rule: &str, device: Devic
         tensors: names.len(),
         max_abs_diff: max_abs,
         max_violation,
-        ok: max_violation <= 0.0,
+        bitwise_equal: bitwise,
+        fused_builds,
+        ok: max_violation <= 0.0 && fused_fallback.is_none(),
+        fused_fallback,
     }
 }
 
@@ -243,21 +264,32 @@ struct TimeResult {
     ms: BTreeMap<String, f64>,
     /// `ms[k] / ms["floor_copy_12B"]`.
     ratio_to_floor: BTreeMap<String, f64>,
+    /// The bf16-model SWA update over the 10 B/param floor.
+    bf16_over_10b_floor: f64,
+    /// Per averager label: plan builds and fallback (the path each timing took).
+    fused: BTreeMap<String, String>,
     copy_bandwidth_gb_s: f64,
 }
 
 fn timing(model: &str, shapes: &[Vec<i64>], device: Device, t: &Timing) -> TimeResult {
     let params: i64 = shapes.iter().map(|s| s.iter().product::<i64>()).sum();
     let mut ms = BTreeMap::new();
+    let mut fused = BTreeMap::new();
 
     // The floor: 1.5·N fp32 elements copied = 6N bytes read + 6N written.
     {
         let src = Tensor::randn([params * 3 / 2], (Kind::Float, device));
         let dst = Tensor::zeros([params * 3 / 2], (Kind::Float, device));
         let floor = time_ms(device, t, || {
-            let _ = dst.shallow_clone().copy_(&src);
+            dst.shallow_clone().copy_(&src);
         });
         ms.insert("floor_copy_12B".to_string(), floor);
+        let n10 = params * 5 / 4;
+        let (src, dst) = (src.narrow(0, 0, n10), dst.narrow(0, 0, n10));
+        let floor10 = time_ms(device, t, || {
+            dst.shallow_clone().copy_(&src);
+        });
+        ms.insert("floor_copy_10B".to_string(), floor10);
     }
 
     for (label, kind, config) in [
@@ -283,6 +315,11 @@ fn timing(model: &str, shapes: &[Vec<i64>], device: Device, t: &Timing) -> TimeR
         avg.update(&vs).expect("first update (copy)");
         let v = time_ms(device, t, || avg.update(&vs).expect("update"));
         ms.insert(label.to_string(), v);
+        let (builds, fallback) = avg.storage().fused_status();
+        fused.insert(
+            label.to_string(),
+            format!("builds {builds}, fallback {fallback:?}"),
+        );
         if label == "averager_swa_fp32" {
             // Host time alone (enqueue, no wait): if it exceeds the device time, the update is
             // host-bound and the gap to the floor is host overhead, not bandwidth.
@@ -326,6 +363,7 @@ fn timing(model: &str, shapes: &[Vec<i64>], device: Device, t: &Timing) -> TimeR
 
     let floor = ms["floor_copy_12B"];
     let ratio_to_floor = ms.iter().map(|(k, v)| (k.clone(), v / floor)).collect();
+    let bf16_over_10b_floor = ms["averager_swa_bf16_model"] / ms["floor_copy_10B"];
     TimeResult {
         model: model.into(),
         params,
@@ -333,6 +371,8 @@ fn timing(model: &str, shapes: &[Vec<i64>], device: Device, t: &Timing) -> TimeR
         floor_bytes_per_param: 12,
         ms,
         ratio_to_floor,
+        bf16_over_10b_floor,
+        fused,
         copy_bandwidth_gb_s: 12.0 * params as f64 / (floor * 1e-3) / 1e9,
     }
 }

@@ -1,36 +1,224 @@
-// The CPU form of the fused update: one parallel pass over the plan's blocks (the same
-// plan.cuh indexing the kernel runs), instead of one OpenMP region per tensor.
-// avg <- avg + w * (src - avg) per element, computed in the average's dtype (fp32 or fp64).
+// The CPU form of the fused update: one parallel pass over the plan's blocks (the same plan.cuh
+// indexing the kernel runs), instead of one OpenMP region per tensor.
+//
+// Per element, with `a` the average (fp32 or fp64), `p` the parameter widened (or, from fp64 into
+// an fp32 average, rounded) to the average's dtype, and every scalar cast to that dtype:
+//   lerp:     a <- w < 0.5 ? fma(w, p - a, a) : fma(w - 1, p - a, p)
+//   copy-in:  a <- p                      (the first SWA update: a + 1*(p - a) is not always p)
+//   copy-out: out <- a                    (rounded to out's dtype, nearest-even, as Tensor::copy_)
+//   bias:     out <- fma(beta, a - p, a)  (computed in a's dtype, then rounded to out's dtype)
+// These are ATen's own CPU formulas: `lerp` is `a + w(p - a)` below one half and
+// `p - (p - a)(1 - w)` above, and its vectorized kernel evaluates each as one fused multiply-add
+// (1 - w is exact there), as does `add(a, d, alpha)`. So the pass equals `torch.lerp` and
+// `torch.add` bitwise, on fp32 and fp64, and on half parameters widened to fp32 first.
+//
+// Speed: the pass is memory bound, but only if the loops are vectorized. The library is built for
+// the baseline x86-64 (SSE2, no FMA: an `fmaf` there is a libm call), so the block loop is compiled
+// twice, once for AVX2+FMA, and `__builtin_cpu_supports` picks the variant once per process.
 #include "plan.cuh"
 
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <cmath>
+#include <cstdint>
 #include <exception>
+
+#if defined(__GNUC__)
+#define AV_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define AV_ALWAYS_INLINE inline
+#endif
 
 namespace {
 
 // Dtype codes shared with average.cu and src/core/src/plan/ffi.rs.
 enum : unsigned char { AV_F32 = 0, AV_F64 = 1, AV_BF16 = 2, AV_F16 = 3 };
 
-inline double load(const void* p, unsigned char dt, av_u64 i) {
-  switch (dt) {
-    case AV_F64: return static_cast<const double*>(p)[i];
-    case AV_BF16: return static_cast<float>(static_cast<const c10::BFloat16*>(p)[i]);
-    case AV_F16: return static_cast<float>(static_cast<const c10::Half*>(p)[i]);
-    default: return static_cast<const float*>(p)[i];
+// Operation codes shared with src/core/src/plan/fused_ffi.rs.
+enum AvOp : int { AV_OP_LERP = 0, AV_OP_COPY_IN = 1, AV_OP_COPY_OUT = 2, AV_OP_BIAS = 3 };
+
+// ATen uses a block of 32768 elements as the smallest unit worth a thread (at::internal::GRAIN_SIZE).
+constexpr int64_t kGrainElems = 32768;
+
+AV_ALWAYS_INLINE float fused_mul_add(float a, float b, float c) { return __builtin_fmaf(a, b, c); }
+AV_ALWAYS_INLINE double fused_mul_add(double a, double b, double c) { return __builtin_fma(a, b, c); }
+
+// The parameter's value in the average's dtype A.
+template <typename A, typename S>
+AV_ALWAYS_INLINE A widen(S x) {
+  return static_cast<A>(static_cast<float>(x));
+}
+template <>
+AV_ALWAYS_INLINE float widen<float, float>(float x) { return x; }
+template <>
+AV_ALWAYS_INLINE float widen<float, double>(double x) { return static_cast<float>(x); }
+template <>
+AV_ALWAYS_INLINE double widen<double, double>(double x) { return x; }
+template <>
+AV_ALWAYS_INLINE double widen<double, float>(float x) { return x; }
+
+// The average's value rounded to the destination's dtype O (round to nearest even).
+template <typename O, typename A>
+AV_ALWAYS_INLINE O narrow(A x) {
+  return static_cast<O>(static_cast<float>(x));
+}
+template <>
+AV_ALWAYS_INLINE float narrow<float, float>(float x) { return x; }
+template <>
+AV_ALWAYS_INLINE double narrow<double, float>(float x) { return x; }
+template <>
+AV_ALWAYS_INLINE double narrow<double, double>(double x) { return x; }
+template <>
+AV_ALWAYS_INLINE float narrow<float, double>(double x) { return static_cast<float>(x); }
+
+// The branch on w is taken once per segment, so each loop body is branch-free and vectorizes.
+template <bool kSmallWeight, typename A, typename S>
+AV_ALWAYS_INLINE void lerp_loop(A* __restrict a, const S* __restrict p, av_u64 n, A coeff) {
+  for (av_u64 i = 0; i < n; ++i) {
+    const A x = a[i];
+    const A y = widen<A>(p[i]);
+    a[i] = fused_mul_add(coeff, y - x, kSmallWeight ? x : y);
   }
 }
 
-// fp32 averages compute in fp32 (as torch's lerp does): the loop then vectorizes, where a
-// double round trip halved the SIMD width and left the pass 1.4x off the flat-lerp floor.
-template <typename S>
-void lerp_segment(float* a, const S* p, av_u64 n, double w) {
-  const float wf = static_cast<float>(w);
+template <typename A, typename S>
+AV_ALWAYS_INLINE void copy_in_loop(A* __restrict a, const S* __restrict p, av_u64 n) {
+  for (av_u64 i = 0; i < n; ++i) a[i] = widen<A>(p[i]);
+}
+
+template <typename A, typename O>
+AV_ALWAYS_INLINE void copy_out_loop(O* __restrict out, const A* __restrict a, av_u64 n) {
+  for (av_u64 i = 0; i < n; ++i) out[i] = narrow<O>(a[i]);
+}
+
+// `out` may alias `p` (the anchor is the model, and the model is the destination): each element
+// is read before it is written, at the same index, so no __restrict between those two.
+template <typename A, typename S>
+AV_ALWAYS_INLINE void bias_loop(S* out, const A* __restrict a, const S* p, av_u64 n, A beta) {
   for (av_u64 i = 0; i < n; ++i) {
-    const float v = a[i];
-    a[i] = v + wf * (static_cast<float>(p[i]) - v);
+    const A x = a[i];
+    out[i] = narrow<S>(fused_mul_add(beta, x - widen<A>(p[i]), x));
+  }
+}
+
+// What one pass applies, and to which tables (indexed by tensor).
+struct Args {
+  AvLayout l;
+  int op;
+  void* const* avg;
+  const void* const* src;
+  void* const* out;
+  const unsigned char* avg_dtype;
+  const unsigned char* src_dtype;
+  const unsigned char* out_dtype;
+  double scalar;
+};
+
+template <typename A, typename S>
+AV_ALWAYS_INLINE void segment_typed(const Args& x, const AvSegment& s) {
+  A* a = static_cast<A*>(x.avg[s.tensor]) + s.offset;
+  switch (x.op) {
+    case AV_OP_LERP: {
+      const S* p = static_cast<const S*>(x.src[s.tensor]) + s.offset;
+      const A w = static_cast<A>(x.scalar);
+      if (w < A(0.5)) {
+        lerp_loop<true>(a, p, s.len, w);
+      } else {
+        lerp_loop<false>(a, p, s.len, w - A(1));
+      }
+      break;
+    }
+    case AV_OP_COPY_IN:
+      copy_in_loop(a, static_cast<const S*>(x.src[s.tensor]) + s.offset, s.len);
+      break;
+    case AV_OP_BIAS:
+      bias_loop(static_cast<S*>(x.out[s.tensor]) + s.offset, a,
+                static_cast<const S*>(x.src[s.tensor]) + s.offset, s.len, static_cast<A>(x.scalar));
+      break;
+    default:
+      break;
+  }
+}
+
+template <typename A>
+AV_ALWAYS_INLINE void copy_out_typed(const Args& x, const AvSegment& s) {
+  const A* a = static_cast<const A*>(x.avg[s.tensor]) + s.offset;
+  void* o = x.out[s.tensor];
+  switch (x.out_dtype[s.tensor]) {
+    case AV_F64: copy_out_loop(static_cast<double*>(o) + s.offset, a, s.len); break;
+    case AV_BF16: copy_out_loop(static_cast<c10::BFloat16*>(o) + s.offset, a, s.len); break;
+    case AV_F16: copy_out_loop(static_cast<c10::Half*>(o) + s.offset, a, s.len); break;
+    default: copy_out_loop(static_cast<float*>(o) + s.offset, a, s.len);
+  }
+}
+
+template <typename A>
+AV_ALWAYS_INLINE void segment_avg(const Args& x, const AvSegment& s) {
+  if (x.op == AV_OP_COPY_OUT) {
+    copy_out_typed<A>(x, s);
+    return;
+  }
+  switch (x.src_dtype[s.tensor]) {
+    case AV_F64: segment_typed<A, double>(x, s); break;
+    case AV_BF16: segment_typed<A, c10::BFloat16>(x, s); break;
+    case AV_F16: segment_typed<A, c10::Half>(x, s); break;
+    default: segment_typed<A, float>(x, s);
+  }
+}
+
+// The body both variants compile: blocks [b0, b1) of the plan, segment by segment.
+AV_ALWAYS_INLINE void blocks_body(const Args& x, int64_t b0, int64_t b1) {
+  for (int64_t b = b0; b < b1; ++b) {
+    AvCursor c = av_cursor_begin(x.l, static_cast<av_u64>(b));
+    AvSegment s;
+    while (av_cursor_next(x.l, c, s)) {
+      if (x.avg_dtype[s.tensor] == AV_F64) {
+        segment_avg<double>(x, s);
+      } else {
+        segment_avg<float>(x, s);
+      }
+    }
+  }
+}
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+__attribute__((target("avx2,fma"))) void blocks_avx2(const Args& x, int64_t b0, int64_t b1) {
+  blocks_body(x, b0, b1);
+}
+
+bool cpu_has_avx2_fma() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#endif
+
+void blocks_default(const Args& x, int64_t b0, int64_t b1) { blocks_body(x, b0, b1); }
+
+using BlocksFn = void (*)(const Args&, int64_t, int64_t);
+
+BlocksFn pick_variant() {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  if (cpu_has_avx2_fma()) return blocks_avx2;
+#endif
+  return blocks_default;
+}
+
+int run(const Args& x, av_u64 blocks) {
+  try {
+    static const BlocksFn variant = pick_variant();
+    // A task takes at least kGrainElems elements, so neighbouring small tensors (BatchNorm
+    // vectors, biases) stay on one thread instead of costing a task each.
+    const int64_t block_elems = static_cast<int64_t>(x.l.block_elems);
+    const int64_t grain = block_elems >= kGrainElems ? 1 : kGrainElems / block_elems;
+    at::parallel_for(0, static_cast<int64_t>(blocks), grain,
+                     [&](int64_t b0, int64_t b1) { variant(x, b0, b1); });
+    return 0;
+  } catch (const std::exception&) {
+    return 1;
+  } catch (...) {
+    return 1;
   }
 }
 
@@ -41,52 +229,18 @@ void lerp_segment(float* a, const S* p, av_u64 n, double w) {
 extern "C" int av_cpu_lerp(AvLayout l, av_u64 blocks, void* const* avg, const void* const* src,
                            const unsigned char* avg_dtype, const unsigned char* src_dtype,
                            double w) {
-  try {
-    at::parallel_for(0, static_cast<int64_t>(blocks), 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        AvCursor c = av_cursor_begin(l, static_cast<av_u64>(b));
-        AvSegment s;
-        while (av_cursor_next(l, c, s)) {
-          const unsigned char da = avg_dtype[s.tensor];
-          const unsigned char dp = src_dtype[s.tensor];
-          const void* p = src[s.tensor];
-          if (w == 1.0) {
-            // The first SWA update copies: v + 1 * (p - v) is not exactly p in floating point.
-            for (av_u64 i = 0; i < s.len; ++i) {
-              const double v = load(p, dp, s.offset + i);
-              if (da == AV_F64) {
-                static_cast<double*>(avg[s.tensor])[s.offset + i] = v;
-              } else {
-                static_cast<float*>(avg[s.tensor])[s.offset + i] = static_cast<float>(v);
-              }
-            }
-            continue;
-          }
-          if (da == AV_F64) {
-            double* a = static_cast<double*>(avg[s.tensor]) + s.offset;
-            if (dp == AV_F64) {
-              // fp64 parameters keep full precision (no float round trip).
-              const double* q = static_cast<const double*>(p) + s.offset;
-              for (av_u64 i = 0; i < s.len; ++i) a[i] = a[i] + w * (q[i] - a[i]);
-            } else {
-              for (av_u64 i = 0; i < s.len; ++i) a[i] = a[i] + w * (load(p, dp, s.offset + i) - a[i]);
-            }
-          } else {
-            float* a = static_cast<float*>(avg[s.tensor]) + s.offset;
-            switch (dp) {
-              case AV_BF16: lerp_segment(a, static_cast<const c10::BFloat16*>(p) + s.offset, s.len, w); break;
-              case AV_F16: lerp_segment(a, static_cast<const c10::Half*>(p) + s.offset, s.len, w); break;
-              case AV_F32: lerp_segment(a, static_cast<const float*>(p) + s.offset, s.len, w); break;
-              default:
-                for (av_u64 i = 0; i < s.len; ++i)
-                  a[i] = static_cast<float>(a[i] + w * (load(p, dp, s.offset + i) - a[i]));
-            }
-          }
-        }
-      }
-    });
-    return 0;
-  } catch (const std::exception&) {
-    return 1;
-  }
+  const Args x{l, AV_OP_LERP, avg, src, nullptr, avg_dtype, src_dtype, nullptr, w};
+  return run(x, blocks);
+}
+
+// One pass of `op` (AvOp) over every block. Tables the op does not read may be null: `src` and
+// `src_dtype` for copy-out, `out` and `out_dtype` for lerp and copy-in. For bias, `out[t]` has
+// the dtype `src_dtype[t]` (the destination is the anchor's tensor or one like it).
+extern "C" int av_cpu_apply(int op, AvLayout l, av_u64 blocks, void* const* avg,
+                            const void* const* src, void* const* out,
+                            const unsigned char* avg_dtype, const unsigned char* src_dtype,
+                            const unsigned char* out_dtype, double scalar) {
+  if (op < AV_OP_LERP || op > AV_OP_BIAS) return 2;
+  const Args x{l, op, avg, src, out, avg_dtype, src_dtype, out_dtype, scalar};
+  return run(x, blocks);
 }

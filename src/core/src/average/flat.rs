@@ -1,11 +1,18 @@
 //! Flat storage: one contiguous buffer per (device, dtype) group, with per-variable views.
 //!
-//! An update is then one fused `_foreach_lerp_` per group over views that tile the buffer, so it
-//! reads the average and the parameter and writes the average once: 12 bytes per fp32 parameter,
-//! the memory-bandwidth floor. Half-precision sources get an fp32 group, because a bf16 shadow
-//! with decay 0.9999 never moves.
-use crate::error::Result;
+//! An update (lerp, first-update copy, copy-out, flat-side bias) is one fused pass of the plan
+//! ([`crate::plan::FusedPlan`]) over every `(view, variable)` pair, whatever their number and
+//! dtypes: it reads the average and the parameter and writes the average once, 12 bytes per fp32
+//! parameter (10 for bf16 into fp32), the memory-bandwidth floor. The plan is rebuilt only when a
+//! variable's storage, size, dtype or device changes. Where the pass cannot run (a non-contiguous
+//! variable, variables on several devices, a device without the fused pass) the update falls back
+//! to one fused `_foreach_*` call per group, with the same results. Half-precision sources get an
+//! fp32 group, because a bf16 shadow with decay 0.9999 never moves.
+use crate::error::{Error, Result};
+use crate::plan::fused::{FusedPlan, Ineligible};
+use crate::plan::FusedOp;
 use crate::shim;
+use std::cell::RefCell;
 use tch::{Device, Kind, Tensor};
 
 /// The dtype an average of `source` is kept in: fp32 for half precision, otherwise the same.
@@ -47,6 +54,16 @@ pub struct FlatGroup {
 pub struct FlatStorage {
     groups: Vec<FlatGroup>,
     len: usize,
+    /// Every view in the caller's order (the plan's average list).
+    ordered: Vec<Tensor>,
+    plan: RefCell<PlanState>,
+}
+
+/// The fused plan and why the last update did not use it (if it did not).
+#[derive(Debug, Default)]
+struct PlanState {
+    plan: FusedPlan,
+    fallback: Option<Ineligible>,
 }
 
 impl FlatStorage {
@@ -90,10 +107,36 @@ impl FlatStorage {
                 members,
             });
         }
-        Ok(FlatStorage {
+        let mut storage = FlatStorage {
             groups,
             len: specs.len(),
-        })
+            ordered: Vec::new(),
+            plan: RefCell::new(PlanState::default()),
+        };
+        storage.ordered = storage.views_in_order();
+        Ok(storage)
+    }
+
+    /// How often the fused plan was (re)built, and why the last update fell back to the
+    /// per-group `_foreach_*` path (`None` when it took the fused pass, or before any update).
+    pub fn fused_status(&self) -> (u64, Option<Ineligible>) {
+        match self.plan.try_borrow() {
+            Ok(state) => (state.plan.builds(), state.fallback.clone()),
+            Err(_) => (0, None),
+        }
+    }
+
+    /// Runs `op` over every `(average, model[i])` pair through the plan; `false` (nothing
+    /// changed) when the caller must take the per-group path instead.
+    fn fused(&self, op: FusedOp, model: &[Tensor]) -> Result<bool> {
+        let mut state = self.plan.try_borrow_mut().map_err(|_| Error::Shim {
+            op: op.name(),
+            msg: "the averager's plan is in use by another call".into(),
+        })?;
+        let outcome = state.plan.apply(op, &self.ordered, model)?;
+        let applied = outcome.is_ok();
+        state.fallback = outcome.err();
+        Ok(applied)
     }
 
     /// The groups.
@@ -139,6 +182,9 @@ impl FlatStorage {
 
     /// `avg ← avg + weight·(source − avg)` for every variable; `sources` in the caller's order.
     pub fn lerp_(&self, sources: &[Tensor], weight: f64) -> Result<()> {
+        if self.fused(FusedOp::Lerp(weight), sources)? {
+            return Ok(());
+        }
         for g in &self.groups {
             shim::foreach_lerp_(&g.views, &Self::pick(g, sources), weight)?;
         }
@@ -147,6 +193,9 @@ impl FlatStorage {
 
     /// `avg ← source` for every variable.
     pub fn copy_from(&self, sources: &[Tensor]) -> Result<()> {
+        if self.fused(FusedOp::CopyIn, sources)? {
+            return Ok(());
+        }
         for g in &self.groups {
             shim::foreach_copy_(&g.views, &Self::pick(g, sources))?;
         }
@@ -155,6 +204,9 @@ impl FlatStorage {
 
     /// `dest ← avg` for every variable (converted to the destination's dtype).
     pub fn copy_into(&self, dests: &[Tensor]) -> Result<()> {
+        if self.fused(FusedOp::CopyOut, dests)? {
+            return Ok(());
+        }
         for g in &self.groups {
             shim::foreach_copy_(&Self::pick(g, dests), &g.views)?;
         }
@@ -163,6 +215,16 @@ impl FlatStorage {
 
     /// `dest ← avg + β·(avg − anchor)` for every variable; `dest` may alias `anchor`.
     pub fn biased_into(&self, dests: &[Tensor], anchors: &[Tensor], beta: f64) -> Result<()> {
+        super::bias::validate_beta(beta)?;
+        // The fused pass writes the biased weights over their anchors (the Averager's case).
+        let in_place = dests.len() == anchors.len()
+            && dests
+                .iter()
+                .zip(anchors)
+                .all(|(d, a)| d.data_ptr() == a.data_ptr() && d.size() == a.size());
+        if in_place && self.fused(FusedOp::Bias(beta), anchors)? {
+            return Ok(());
+        }
         for g in &self.groups {
             super::bias::bias_toward_flat(
                 &Self::pick(g, dests),

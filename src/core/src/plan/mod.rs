@@ -8,8 +8,13 @@
 //! same arithmetic is written once more in C (`csrc/fused/plan.cuh`) for the kernel; the tests of
 //! this module are the exhaustive check of both forms' contract.
 pub mod cpu;
+pub mod cuda;
 mod ffi;
+pub mod fused;
+mod fused_ffi;
 pub mod layout;
+pub mod op;
 
-pub use cpu::lerp_cpu;
+pub use cpu::{apply_cpu, lerp_cpu};
 pub use layout::{Layout, Segment};
+pub use op::FusedOp;
