@@ -67,3 +67,30 @@ def test_resume_and_swap():
 def test_bad_arguments_named(kw, word):
     with pytest.raises(ValueError, match=word):
         asymvalley.EMA(_model(), **kw)
+
+
+def test_refused_update_changes_nothing():
+    model = _model()
+    ema = asymvalley.EMA(model, update_after_step=0, update_every=1, beta=0.9)
+    ema.update()
+    ema.update()
+    before = {k: v.clone() for k, v in ema.state_dict().items()}
+    model[3].weight = nn.Parameter(torch.zeros(3, 8))  # replaced with another shape
+    with pytest.raises(ValueError, match=r"shape \(3, 8\), expected \(2, 8\)"):
+        ema.update()
+    after = ema.state_dict()
+    for k in before:
+        assert torch.equal(before[k], after[k]), k
+    assert int(ema.step) == 2
+
+
+def test_pickles_with_its_hooks_and_a_fresh_lock(tmp_path):
+    ema = asymvalley.EMA(_model(), update_after_step=0, update_every=1)
+    ema.update()
+    torch.save(ema, tmp_path / "ema.pt")
+    back = torch.load(tmp_path / "ema.pt", weights_only=False)
+    back.update()
+    assert int(back.step) == 2 and back._lock is not ema._lock
+    clone = copy.deepcopy(ema)
+    clone.update()
+    assert int(clone.step) == 2 and int(ema.step) == 1
