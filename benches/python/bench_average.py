@@ -2,13 +2,19 @@
 (fixtures/param_shapes.json) against the memory-bandwidth floor.
 
 Rows: asymvalley.AveragedModel.update_parameters (SWA, EMA), torch.optim.swa_utils.AveragedModel
-.update_parameters (SWA, EMA), a raw torch._foreach_lerp_, and a copy of the same bytes. The floor
-is 12 bytes/param (read avg, read param, write avg) at the copy bandwidth measured in the same run.
+.update_parameters (SWA, EMA), a raw torch._foreach_lerp_, and a copy of the same bytes; then the
+module EMAs: asymvalley.EMA.update, ema_pytorch.EMA.update (its default per-tensor loop and
+use_foreach=True) and timm.utils.ModelEmaV3.update, all with a constant decay 0.999 (on CUDA also
+each with the average offloaded to the CPU: asymvalley.EMA(device="cpu"), timm's device="cpu").
+The floor is 12 bytes/param (read avg, read param, write avg) at the copy bandwidth measured in
+the same run. "ms" is the time per update (CUDA events on a GPU), "host ms" the time until the
+call returns to Python (equal on the CPU; on a GPU, what the training loop waits for).
 
-    .venv/bin/python benches/python/bench_average.py --device cpu [--json out.json]
+    .venv/bin/python benches/python/bench_average.py --device cpu [--rows ema] [--json out.json]
     python benches/python/bench_average.py --device cuda          # unchanged on a GPU machine
 """
 import argparse
+import gc
 import json
 import pathlib
 import statistics
@@ -22,6 +28,22 @@ from torch.optim import swa_utils
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src" / "python"))
 import asymvalley  # noqa: E402
+
+
+def host_timer(device, fn, warmup, reps):
+    """Median time until ``fn`` returns, without waiting for the device (the training loop's cost)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # each call starts from an idle queue, as after a step's kernels
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return statistics.median(times)
 
 
 def timer(device, fn, warmup, reps):
@@ -51,24 +73,68 @@ def holder(shapes, device, seed):
     return m
 
 
-def bench_model(name, shapes, device, warmup, reps):
+def module_emas(model, device):
+    """(label, build) for the module EMAs compared; each build returns the update callable."""
+    import ema_pytorch  # noqa: PLC0415 - peers, imported only when their rows run
+    from timm.utils import ModelEmaV3  # noqa: PLC0415
+
+    d = 0.999
+    const = dict(beta=d, min_value=d, update_after_step=0, update_every=1)
+
+    def ours(**kw):
+        ema = asymvalley.EMA(model, **const, **kw)
+        return ema, ema.update
+
+    def theirs_ema_pytorch(**kw):
+        ema = ema_pytorch.EMA(model, include_online_model=False, **const, **kw)
+        return ema, ema.update
+
+    def timm(**kw):
+        ema = ModelEmaV3(model, decay=d, **kw)
+        return ema, lambda: ema.update(model)
+
+    rows = [
+        ("asymvalley.EMA", lambda: ours()),
+        ("ema_pytorch.EMA", lambda: theirs_ema_pytorch()),
+        ("ema_pytorch.EMA use_foreach", lambda: theirs_ema_pytorch(use_foreach=True)),
+        ("timm ModelEmaV3", lambda: timm()),
+    ]
+    if device.type == "cuda":
+        rows += [
+            ("asymvalley.EMA device=cpu", lambda: ours(device="cpu")),
+            ("timm ModelEmaV3 device=cpu", lambda: timm(device=torch.device("cpu"))),
+        ]
+    return rows
+
+
+def bench_model(name, shapes, device, warmup, reps, which):
     n_params = sum(torch.Size(s).numel() for s in shapes)
     model = holder(shapes, device, 0)
-    rows = {}
+    rows, host = {}, {}
     ema_fn = swa_utils.get_ema_multi_avg_fn(0.999)
-    for label, cls, kw in [
-        ("asymvalley SWA", asymvalley.AveragedModel, {}),
-        ("asymvalley EMA", asymvalley.AveragedModel, {"multi_avg_fn": ema_fn}),
-        ("torch AveragedModel SWA", swa_utils.AveragedModel, {}),
-        ("torch AveragedModel EMA", swa_utils.AveragedModel, {"multi_avg_fn": ema_fn}),
-    ]:
-        avg = cls(model, **kw)
-        avg.update_parameters(model)  # the first call copies; time the averaging ones
-        rows[label] = timer(device, lambda: avg.update_parameters(model), warmup, reps)
-        del avg
-    a = [p.detach().clone() for p in model.parameters()]
-    src = [p.detach() for p in model.parameters()]
-    rows["raw torch._foreach_lerp_"] = timer(device, lambda: torch._foreach_lerp_(a, src, 0.001), warmup, reps)
+    if which == "all":
+        for label, cls, kw in [
+            ("asymvalley SWA", asymvalley.AveragedModel, {}),
+            ("asymvalley EMA", asymvalley.AveragedModel, {"multi_avg_fn": ema_fn}),
+            ("torch AveragedModel SWA", swa_utils.AveragedModel, {}),
+            ("torch AveragedModel EMA", swa_utils.AveragedModel, {"multi_avg_fn": ema_fn}),
+        ]:
+            avg = cls(model, **kw)
+            avg.update_parameters(model)  # the first call copies; time the averaging ones
+            rows[label] = timer(device, lambda: avg.update_parameters(model), warmup, reps)
+            del avg
+        a = [p.detach().clone() for p in model.parameters()]
+        src = [p.detach() for p in model.parameters()]
+        rows["raw torch._foreach_lerp_"] = timer(device, lambda: torch._foreach_lerp_(a, src, 0.001), warmup, reps)
+        del a, src
+    for label, build in module_emas(model, device):
+        ema, update = build()
+        update()  # asymvalley / ema-pytorch: the first call copies; time the averaging ones
+        rows[label] = timer(device, update, warmup, reps)
+        # On the CPU the call returns when the work is done: host time is the same number.
+        host[label] = host_timer(device, update, warmup, reps) if device.type == "cuda" else rows[label]
+        del ema, update
+        gc.collect()
     # Copy of the same bytes: 12 bytes/param moved as one flat read+write of 6 bytes/param each way.
     flat_src = torch.empty(n_params * 3 // 2, dtype=torch.float32, device=device).normal_()
     flat_dst = torch.empty_like(flat_src)
@@ -77,7 +143,7 @@ def bench_model(name, shapes, device, warmup, reps):
     floor = 12 * n_params / bandwidth
     rows["copy of 12 B/param (floor)"] = floor
     return {"model": name, "tensors": len(shapes), "params": n_params, "copy_bandwidth_GBps": bandwidth / 1e9,
-            "floor_s": floor, "times_s": rows}
+            "floor_s": floor, "times_s": rows, "host_s": host}
 
 
 def main():
@@ -85,6 +151,8 @@ def main():
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--json", type=pathlib.Path, default=None)
     ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--rows", choices=["all", "ema"], default="all",
+                    help="all rows, or only the module EMAs (asymvalley.EMA, ema_pytorch, timm) and the floor")
     ap.add_argument("--shapes", type=pathlib.Path, default=ROOT / "fixtures" / "param_shapes.json")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -93,15 +161,21 @@ def main():
     shapes = json.loads(args.shapes.read_text())
     results = []
     for name in ("resnet50", "vit_b_16"):
-        r = bench_model(name, shapes[name], device, warmup, reps)
+        r = bench_model(name, shapes[name], device, warmup, reps, args.rows)
         results.append(r)
         print(f"\n{name}: {r['tensors']} tensors, {r['params'] / 1e6:.1f} M params, "
               f"copy bandwidth {r['copy_bandwidth_GBps']:.1f} GB/s, floor {r['floor_s'] * 1e3:.3f} ms "
               f"({device.type}, torch {torch.__version__}, {torch.get_num_threads()} threads)")
-        print(f"  {'':32s} {'ms':>9s} {'x floor':>8s} {'x torch':>8s}")
+        print(f"  {'':32s} {'ms':>9s} {'host ms':>9s} {'x floor':>8s} {'x peer':>8s}")
         for label, t in r["times_s"].items():
-            torch_ref = r["times_s"]["torch AveragedModel EMA" if "EMA" in label else "torch AveragedModel SWA"]
-            print(f"  {label:32s} {t * 1e3:9.3f} {t / r['floor_s']:8.2f} {t / torch_ref:8.2f}")
+            if label in r["host_s"]:
+                peer = "ema_pytorch.EMA use_foreach"  # the module EMAs against the fastest peer setting
+            else:
+                peer = "torch AveragedModel EMA" if "EMA" in label else "torch AveragedModel SWA"
+            ref = r["times_s"].get(peer)
+            h = r["host_s"].get(label)
+            print(f"  {label:32s} {t * 1e3:9.3f} {'' if h is None else f'{h * 1e3:9.3f}':>9s} "
+                  f"{t / r['floor_s']:8.2f} {'' if ref is None else f'{t / ref:8.2f}':>8s}")
     if args.json:
         args.json.write_text(json.dumps({"device": str(device), "torch": torch.__version__,
                                          "threads": torch.get_num_threads(), "results": results}, indent=2))

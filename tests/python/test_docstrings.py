@@ -20,6 +20,8 @@ import asymvalley
 
 lightning = pytest.importorskip("asymvalley.lightning")
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 NAMES = [(asymvalley, n) for n in asymvalley.__all__] + [(lightning, n) for n in lightning.__all__]
 
 

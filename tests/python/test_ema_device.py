@@ -12,6 +12,8 @@ from torch import nn
 
 import asymvalley
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 KW = dict(beta=0.9, update_after_step=3, update_every=2)
 
 

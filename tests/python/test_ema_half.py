@@ -11,6 +11,8 @@ import asymvalley
 
 ema_pytorch = pytest.importorskip("ema_pytorch")
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 STEPS = 300
 DECAY = 0.99
 

@@ -14,6 +14,8 @@ import asymvalley
 timm_ema = pytest.importorskip("timm.utils.model_ema")
 ModelEmaV3 = timm_ema.ModelEmaV3
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 STEPS = 210
 
 

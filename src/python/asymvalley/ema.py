@@ -183,7 +183,7 @@ class EMA(nn.Module):
                     self.register_buffer(key, t.detach().float(), persistent=False)
                     self._masters[name] = key
         self._loading: dict[str, Tensor] = {}
-        self.register_state_dict_pre_hook(lambda module, prefix, keep_vars: module._flush())
+        self.register_state_dict_pre_hook(EMA._flush_before_state_dict)
         self.register_state_dict_post_hook(EMA._masters_into_state_dict)
         self.register_load_state_dict_pre_hook(EMA._masters_from_state_dict)
         self.register_load_state_dict_post_hook(EMA._after_load)
@@ -247,7 +247,10 @@ class EMA(nn.Module):
             ``clamp(1 - (1 + e / inv_gamma) ** -power, min_value, beta)`` with
             ``e = step - update_after_step - 1``, or 0.0 when ``e <= 0``.
         """
-        epoch = max(self._steps - self.update_after_step - 1, 0)
+        return self._decay_at(self._steps)
+
+    def _decay_at(self, step_count: int) -> float:
+        epoch = max(step_count - self.update_after_step - 1, 0)
         if epoch <= 0:
             return 0.0
         value = 1 - (1 + epoch / self.inv_gamma) ** -self.power
@@ -296,41 +299,47 @@ class EMA(nn.Module):
 
     def _update(self) -> None:
         self._flush()
-        step = self._steps
-        self._steps += 1
+        step = self._steps  # ema-pytorch's step, counted before this call's increment
+        if not self._initted or (step % self.update_every == 0 and step <= self.update_after_step):
+            work = (self._pairs(averaging=False), 0.0)
+        elif step % self.update_every != 0 or self.beta == 1.0:  # beta == 1: ema-pytorch's frozen average
+            work = None
+        else:
+            work = (self._pairs(averaging=True), self._decay_at(step + 1))
+        if work is not None:
+            self._execute(*work[0], decay=work[1])
+        # Counted only once the work went through: a refused update leaves the schedule as it was.
+        self._steps = step + 1
         self.step.add_(1)
         if not self._initted:
             self._initted = True
             self.initted.fill_(True)
-            self._execute(*self._pairs(averaging=False), decay=0.0)
-            return
-        if step % self.update_every != 0:
-            return
-        if step <= self.update_after_step:
-            self._execute(*self._pairs(averaging=False), decay=0.0)
-            return
-        if self.beta == 1.0:  # ema-pytorch's "frozen" average: nothing moves, nothing is copied
-            return
-        self._execute(*self._pairs(averaging=True), decay=self.get_current_decay())
 
     def _execute(self, avg: list[Tensor], src: list[Tensor], copy_dst: list[Tensor],
                  copy_src: list[Tensor], decay: float) -> None:
         """Copies ``copy_src`` into ``copy_dst`` and averages ``src`` into ``avg`` with ``decay``
         (0: a copy), with the sources staged on the average's device first when they live elsewhere."""
         targets = avg + copy_dst
+        for i, (t, s) in enumerate(zip(targets, src + copy_src)):
+            if t.shape != s.shape:  # checked before anything is written: a refusal changes nothing
+                raise ValueError(
+                    f"update: tensor {i} of the model has shape {tuple(s.shape)}, expected "
+                    f"{tuple(t.shape)} (ema_model's); was a parameter or buffer of the model replaced?"
+                )
         sources, event = self._stage(targets, src + copy_src)
         n = len(avg)
 
         def apply() -> None:
+            # The op validates its lists before it writes, so it runs before the copies.
+            if avg and 0.0 < decay < 1.0:
+                torch.ops.asymvalley.ema_update_(avg, sources[:n], self._count, decay)
+            elif avg and decay <= 0.0:
+                torch._foreach_copy_(avg, sources[:n])
+            # decay >= 1 (min_value == 1): nothing moves (the op takes decay in (0, 1))
             if copy_dst:
                 torch._foreach_copy_(copy_dst, sources[n:])
-            if not avg or decay >= 1.0:  # min_value == 1: nothing moves (the op takes decay in (0, 1))
-                return
-            if decay <= 0.0:
-                torch._foreach_copy_(avg, sources[:n])
-            else:
-                torch.ops.asymvalley.ema_update_(avg, sources[:n], self._count, decay)
-            self._refresh_halves()
+            if avg:
+                self._refresh_halves()
 
         if event is None:
             apply()
@@ -442,6 +451,10 @@ class EMA(nn.Module):
         self._lock = threading.RLock()
 
     # -- state_dict: the fp32 masters under the ema_model.* keys -----------------------------
+    @staticmethod
+    def _flush_before_state_dict(module: "EMA", prefix: str, keep_vars: bool) -> None:
+        module._flush()
+
     @staticmethod
     def _masters_into_state_dict(module: "EMA", state_dict: dict, prefix: str, local_metadata: dict) -> None:
         for name, key in module._masters.items():
