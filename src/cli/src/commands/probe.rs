@@ -365,6 +365,9 @@ pub fn run(args: ProbeArgs) -> Result<()> {
         }
         plan
     } else {
+        if has_bn {
+            warn_train_traced(&model, &data);
+        }
         BnPlan::stale()
     }
     .with_seed(args.seed);
@@ -566,6 +569,27 @@ pub fn run(args: ProbeArgs) -> Result<()> {
     write_json(&args.json, &report)?;
     table += &format!("report: {}\n", args.json.display());
     print_stdout(&table)
+}
+
+/// Under `--bn stale` a train-mode trace is not refused (its profile is a loss with batch
+/// statistics, which may be what is wanted) but said aloud. The measurement is best effort: a
+/// model that cannot run a train-mode forward on the first batch is not checked.
+fn warn_train_traced(model: &ScriptModel, data: &ProbeData) {
+    let Some((xs, _)) = data.batches.first() else {
+        return;
+    };
+    if let Ok(layers) = model.batch_norm_behaviour(xs) {
+        for b in layers {
+            if b.updates_in_eval || (b.updates_in_train && !b.uses_running_stats) {
+                eprintln!(
+                    "warning: BatchNorm layer `{}` normalizes with batch statistics even in eval \
+                     mode (a model traced in train mode does); --bn stale then measures the loss \
+                     with batch statistics",
+                    b.layer
+                );
+            }
+        }
+    }
 }
 
 /// `cpu`, `cuda` (device 0) or `cuda:N`; availability is checked when the model moves.
