@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! asymvalley probe --model model.pt --data data.safetensors [--loss mse|cross-entropy]
-//!     [--direction uniform|gaussian|filter|sign-consistent|sign-inconsistent] [--count K --seed S]
-//!     [--params REGEX] [--points N --radius R] [--bn stale|full|k=K] --json out.json --svg out.svg
+//!     [--direction uniform|gaussian|filter|sign-consistent|sign-inconsistent|hessian]
+//!     [--count K --seed S] [--params REGEX] [--points N --radius R] [--bn stale|full|k=K]
+//!     [--bn-exclude L,...] [--directions F] [--save-directions G] [--between A B]
+//!     [--test-data T] [--device cpu|cuda] --json out.json --svg out.svg
 //! ```
 //! Direction i uses seed S + i. `--directions F` loads F when it exists (checked against the
 //! model: names, shapes, dtypes) and otherwise saves the drawn directions to F; `--save-directions
@@ -114,7 +116,8 @@ pub struct ProbeArgs {
     /// et al.'s code does without `--xignore biasbn` (default: zeroed, as with it).
     #[arg(long)]
     pub filter_keep_1d: bool,
-    /// Number of directions (default 10 drawn, or every direction of an existing --directions file).
+    /// Number of directions (default: 10 drawn, 1 Hessian eigenvector, or every direction of an
+    /// existing --directions file).
     #[arg(long)]
     pub count: Option<usize>,
     /// Seed of the first direction (direction i uses seed + i).
