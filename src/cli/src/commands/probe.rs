@@ -28,6 +28,9 @@ use asymvalley::valley::shift::estimate_shift_scale;
 use asymvalley::valley::torchscript::{load_data, ScriptModel};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
+use surface::{run_surface, SurfaceSetup};
+
+mod surface;
 
 /// Which parameters directions move, besides `--params`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -189,6 +192,15 @@ pub struct ProbeArgs {
     /// --directions names where).
     #[arg(long)]
     pub save_directions: Option<PathBuf>,
+    /// A 2-D surface `L(w + a·d1 + b·d2)` instead of 1-D profiles: d1, d2 are the first two
+    /// directions (drawn, `hessian` top-2, or from --directions); with --between A B, d1 is the
+    /// line B − A and d2 a random direction made orthogonal to it and scaled to its length.
+    #[arg(long)]
+    pub surface: bool,
+    /// With --surface: grid points per axis (made odd, so the probed point is on the grid);
+    /// both axes span [−radius, radius], except a line's axis, which uses the --between grid.
+    #[arg(long, default_value_t = 21, requires = "surface")]
+    pub grid: usize,
     /// Where the model and data live: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     pub device: tch::Device,
@@ -226,14 +238,15 @@ fn directions(
     subset: &ParamSubset,
     model: &ScriptModel,
     data: &ProbeData,
+    count: Option<usize>,
     hessian: &mut Option<HessianSummary>,
 ) -> Result<(Vec<Direction>, Option<PathBuf>, bool)> {
     let existing = args.directions.as_ref().filter(|p| p.exists());
     let (directions, loaded) = match (existing, args.direction) {
-        (Some(path), _) => (Direction::load_all(path, params, args.count)?, true),
+        (Some(path), _) => (Direction::load_all(path, params, count)?, true),
         (None, DirectionChoice::Hessian) => {
             let config = HessianConfig {
-                count: args.count.unwrap_or(1),
+                count: count.unwrap_or(1),
                 iterations: args.hessian_iterations,
                 tolerance: args.hessian_tolerance,
                 trace_samples: args.trace_samples,
@@ -245,7 +258,7 @@ fn directions(
         }
         (None, DirectionChoice::Random(kind)) => {
             let mut v = Vec::new();
-            for i in 0..args.count.unwrap_or(10) {
+            for i in 0..count.unwrap_or(10) {
                 v.push(Direction::random_with(
                     params,
                     kind,
@@ -374,6 +387,17 @@ pub fn run(args: ProbeArgs) -> Result<()> {
         BnPlan::stale()
     }
     .with_seed(args.seed);
+    if args.surface {
+        let setup = SurfaceSetup {
+            model: &model,
+            data: &data,
+            params: &params,
+            subset: &subset,
+            bn: &bn,
+            has_bn,
+        };
+        return run_surface(&args, &setup, line);
+    }
 
     let mut hessian = None;
     let (directions, dir_path, loaded) = match line {
@@ -384,7 +408,15 @@ pub fn run(args: ProbeArgs) -> Result<()> {
             }
             (v, args.save_directions.clone(), false)
         }
-        None => directions(&args, &params, &subset, &model, &data, &mut hessian)?,
+        None => directions(
+            &args,
+            &params,
+            &subset,
+            &model,
+            &data,
+            args.count,
+            &mut hessian,
+        )?,
     };
     let count = directions.len();
     let kind_name = if args.between.is_some() {
