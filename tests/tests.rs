@@ -39,3 +39,5 @@ mod valley_hessian;
 mod valley_shift;
 /// Helpers for the probe CLI tests (Python-saved models, the CLI, its JSON).
 mod valley_support;
+/// `probe --surface` against PyTorch evaluating `w + a·d1 + b·d2`, and its row b = 0 against the profile.
+mod valley_surface;

@@ -93,7 +93,7 @@ fn traced_batch_norm_is_refused_with_the_layer_named() {
         &args("eval_traced.pt", "e.json", &["--bn", "k=1", "--count", "1"]),
         &["`1`"],
     );
-    probe_ok(
+    let stale = probe_ok(
         d,
         &args(
             "eval_traced.pt",
@@ -101,6 +101,18 @@ fn traced_batch_norm_is_refused_with_the_layer_named() {
             &["--bn", "stale", "--count", "1"],
         ),
     );
+    assert!(!String::from_utf8_lossy(&stale.stderr).contains("warning: BatchNorm"));
+    // Under --bn stale a train-mode trace runs, with a warning naming the layer.
+    let stale = probe_ok(
+        d,
+        &args(
+            "train_traced.pt",
+            "t.json",
+            &["--bn", "stale", "--count", "1"],
+        ),
+    );
+    let err = String::from_utf8_lossy(&stale.stderr);
+    assert!(err.contains("warning: BatchNorm layer `1`"), "{err}");
     probe_ok(
         d,
         &args("scripted.pt", "s.json", &["--bn", "full", "--count", "1"]),

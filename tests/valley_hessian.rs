@@ -43,7 +43,7 @@ json.dump({"eigenvalues": vals[order[:2]].tolist(), "v0": vecs[:, order[0]].toli
            "trace": torch.trace(H).item(), "names": names}, open(out + "/oracle.json", "w"))
 "#;
 
-fn run(d: &std::path::Path, model: &str, data: &str, loss: &str, out: &str) {
+fn run(d: &std::path::Path, model: &str, data: &str, loss: &str, samples: &str, out: &str) {
     probe_ok(
         d,
         &[
@@ -62,7 +62,7 @@ fn run(d: &std::path::Path, model: &str, data: &str, loss: &str, out: &str) {
             "--hessian-tolerance",
             "1e-12",
             "--trace-samples",
-            "400",
+            samples,
             "--points",
             "5",
             "--bn",
@@ -96,7 +96,7 @@ fn hessian_directions_match_closed_form_and_pytorch() {
     run_python(d, MODELS);
 
     // Closed form: λ = 4.5 (e₃) then 2 (e₀); a diagonal H makes every Rademacher zᵀHz = tr H.
-    run(d, "quad.pt", "quad.safetensors", "mse", "quad.json");
+    run(d, "quad.pt", "quad.safetensors", "mse", "5", "quad.json");
     let q = json(d, "quad.json");
     let h = &q["hessian"];
     let ev: Vec<f64> = h["eigenvalues"]
@@ -125,6 +125,7 @@ fn hessian_directions_match_closed_form_and_pytorch() {
         "tiny.pt",
         "tiny.safetensors",
         "cross-entropy",
+        "200",
         "tiny.json",
     );
     let o = json(d, "oracle.json");

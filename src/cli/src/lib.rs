@@ -8,6 +8,7 @@
 )]
 
 pub mod commands;
+pub mod contour;
 pub mod data;
 pub mod experiment;
 pub mod model;

@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! asymvalley probe --model model.pt --data data.safetensors [--loss mse|cross-entropy]
-//!     [--direction uniform|gaussian|filter|sign-consistent|sign-inconsistent] [--count K --seed S]
-//!     [--params REGEX] [--points N --radius R] [--bn stale|full|k=K] --json out.json --svg out.svg
+//!     [--direction uniform|gaussian|filter|sign-consistent|sign-inconsistent|hessian]
+//!     [--count K --seed S] [--params REGEX] [--points N --radius R] [--bn stale|full|k=K]
+//!     [--bn-exclude L,...] [--directions F] [--save-directions G] [--between A B]
+//!     [--test-data T] [--device cpu|cuda] --json out.json --svg out.svg
 //! ```
 //! Direction i uses seed S + i. `--directions F` loads F when it exists (checked against the
 //! model: names, shapes, dtypes) and otherwise saves the drawn directions to F; `--save-directions
@@ -26,6 +28,9 @@ use asymvalley::valley::shift::estimate_shift_scale;
 use asymvalley::valley::torchscript::{load_data, ScriptModel};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
+use surface::{run_surface, SurfaceSetup};
+
+mod surface;
 
 /// Which parameters directions move, besides `--params`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -114,7 +119,8 @@ pub struct ProbeArgs {
     /// et al.'s code does without `--xignore biasbn` (default: zeroed, as with it).
     #[arg(long)]
     pub filter_keep_1d: bool,
-    /// Number of directions (default 10 drawn, or every direction of an existing --directions file).
+    /// Number of directions (default: 10 drawn, 1 Hessian eigenvector, or every direction of an
+    /// existing --directions file).
     #[arg(long)]
     pub count: Option<usize>,
     /// Seed of the first direction (direction i uses seed + i).
@@ -186,6 +192,15 @@ pub struct ProbeArgs {
     /// --directions names where).
     #[arg(long)]
     pub save_directions: Option<PathBuf>,
+    /// A 2-D surface `L(w + a·d1 + b·d2)` instead of 1-D profiles: d1, d2 are the first two
+    /// directions (drawn, `hessian` top-2, or from --directions); with --between A B, d1 is the
+    /// line B − A and d2 a random direction made orthogonal to it and scaled to its length.
+    #[arg(long)]
+    pub surface: bool,
+    /// With --surface: grid points per axis (made odd, so the probed point is on the grid);
+    /// both axes span [−radius, radius], except a line's axis, which uses the --between grid.
+    #[arg(long, default_value_t = 21, requires = "surface")]
+    pub grid: usize,
     /// Where the model and data live: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     pub device: tch::Device,
@@ -223,14 +238,15 @@ fn directions(
     subset: &ParamSubset,
     model: &ScriptModel,
     data: &ProbeData,
+    count: Option<usize>,
     hessian: &mut Option<HessianSummary>,
 ) -> Result<(Vec<Direction>, Option<PathBuf>, bool)> {
     let existing = args.directions.as_ref().filter(|p| p.exists());
     let (directions, loaded) = match (existing, args.direction) {
-        (Some(path), _) => (Direction::load_all(path, params, args.count)?, true),
+        (Some(path), _) => (Direction::load_all(path, params, count)?, true),
         (None, DirectionChoice::Hessian) => {
             let config = HessianConfig {
-                count: args.count.unwrap_or(1),
+                count: count.unwrap_or(1),
                 iterations: args.hessian_iterations,
                 tolerance: args.hessian_tolerance,
                 trace_samples: args.trace_samples,
@@ -242,7 +258,7 @@ fn directions(
         }
         (None, DirectionChoice::Random(kind)) => {
             let mut v = Vec::new();
-            for i in 0..args.count.unwrap_or(10) {
+            for i in 0..count.unwrap_or(10) {
                 v.push(Direction::random_with(
                     params,
                     kind,
@@ -365,9 +381,23 @@ pub fn run(args: ProbeArgs) -> Result<()> {
         }
         plan
     } else {
+        if has_bn {
+            warn_train_traced(&model, &data);
+        }
         BnPlan::stale()
     }
     .with_seed(args.seed);
+    if args.surface {
+        let setup = SurfaceSetup {
+            model: &model,
+            data: &data,
+            params: &params,
+            subset: &subset,
+            bn: &bn,
+            has_bn,
+        };
+        return run_surface(&args, &setup, line);
+    }
 
     let mut hessian = None;
     let (directions, dir_path, loaded) = match line {
@@ -378,7 +408,15 @@ pub fn run(args: ProbeArgs) -> Result<()> {
             }
             (v, args.save_directions.clone(), false)
         }
-        None => directions(&args, &params, &subset, &model, &data, &mut hessian)?,
+        None => directions(
+            &args,
+            &params,
+            &subset,
+            &model,
+            &data,
+            args.count,
+            &mut hessian,
+        )?,
     };
     let count = directions.len();
     let kind_name = if args.between.is_some() {
@@ -566,6 +604,27 @@ pub fn run(args: ProbeArgs) -> Result<()> {
     write_json(&args.json, &report)?;
     table += &format!("report: {}\n", args.json.display());
     print_stdout(&table)
+}
+
+/// Under `--bn stale` a train-mode trace is not refused (its profile is a loss with batch
+/// statistics, which may be what is wanted) but said aloud. The measurement is best effort: a
+/// model that cannot run a train-mode forward on the first batch is not checked.
+fn warn_train_traced(model: &ScriptModel, data: &ProbeData) {
+    let Some((xs, _)) = data.batches.first() else {
+        return;
+    };
+    if let Ok(layers) = model.batch_norm_behaviour(xs) {
+        for b in layers {
+            if b.updates_in_eval || (b.updates_in_train && !b.uses_running_stats) {
+                eprintln!(
+                    "warning: BatchNorm layer `{}` normalizes with batch statistics even in eval \
+                     mode (a model traced in train mode does); --bn stale then measures the loss \
+                     with batch statistics",
+                    b.layer
+                );
+            }
+        }
+    }
 }
 
 /// `cpu`, `cuda` (device 0) or `cuda:N`; availability is checked when the model moves.

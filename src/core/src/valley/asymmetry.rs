@@ -378,8 +378,8 @@ pub fn analyze(
         Some(r) if center != zero => pairs
             .iter()
             .copied()
-            .filter(|p| p.0 <= r * (1.0 + 1e-9))
-            .last()
+            .rev()
+            .find(|p| p.0 <= r * (1.0 + 1e-9))
             .unwrap_or(pairs[0]),
         Some(r) => pairs
             .iter()
@@ -565,7 +565,6 @@ mod tests {
     #[test]
     fn asymmetry_zero_tolerance_follows_spacing() {
         let c = AsymmetryConfig::default();
-        let l = [1.0, 0.5, 1.0];
         assert!(analyze(&[-1e6, -0.5, 0.5, 1e6], &[1.0, 0.5, 0.5, 1.0], None, &c).is_err());
         // float32 rounding of a linspace grid still matches 0 and ±r.
         let t: Vec<f64> = (-5..=5).map(|i| f64::from(i as f32 * 0.1f32)).collect();

@@ -232,7 +232,7 @@ impl Direction {
         }
         if kind != DirectionKind::Filter {
             let norm = l2(&tensors)?;
-            if !(norm > 0.0) {
+            if norm.is_nan() || norm <= 0.0 {
                 return Err(Error::NotFinite {
                     what: "direction norm".into(),
                     value: norm,

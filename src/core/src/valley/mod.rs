@@ -14,6 +14,7 @@
 //! - [`bias`]: the theorem-optimal bias `c*` of the fitted valley under a random shift (harness).
 //! - [`bn_check`]: whether a TorchScript model's BatchNorm layers can be re-estimated at all.
 //! - [`shift`]: the shift scale from train vs held-out profiles, with its sign test.
+//! - [`surface`]: 2-D loss surfaces `L(w + a·d1 + b·d2)` on a grid, same BatchNorm modes.
 //! - [`report`]: JSON output (the figures are drawn by the application).
 //!
 //! # References
@@ -30,6 +31,7 @@ pub mod model;
 pub mod profile;
 pub mod report;
 pub mod shift;
+pub mod surface;
 pub mod torchscript;
 
 pub use asymmetry::{analyze, Asymmetry, AsymmetryConfig, TwoSidedFit, ValleyClass};

@@ -208,14 +208,17 @@ pub fn in_batch_norm_module(name: &str, buffer_names: &[String]) -> bool {
         None => "",
     };
     let want = format!("{prefix}running_mean");
-    buffer_names.iter().any(|b| *b == want)
+    buffer_names.contains(&want)
 }
+
+/// A forward pass `f(xs, train)`.
+type ForwardFn<'a> = Box<dyn Fn(&Tensor, bool) -> Result<Tensor> + 'a>;
 
 /// A tch model: a `VarStore` (trainable variables are parameters, the others buffers) and a
 /// forward closure, plus its BatchNorm layers when it has any.
 pub struct TchModel<'a> {
     vs: &'a VarStore,
-    forward: Box<dyn Fn(&Tensor, bool) -> Result<Tensor> + 'a>,
+    forward: ForwardFn<'a>,
     bn: Option<&'a dyn BatchNormModel>,
 }
 

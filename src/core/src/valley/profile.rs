@@ -174,10 +174,39 @@ pub fn grid_interpolation(distances: usize, division: usize) -> Result<Vec<f64>>
 }
 
 /// Restores parameters and buffers when dropped, so an error mid-profile leaves the model as it was.
-struct Restore<'a> {
+pub(crate) struct Restore<'a> {
     targets: Vec<Tensor>,
     saved: Vec<Tensor>,
     _marker: std::marker::PhantomData<&'a ()>,
+}
+
+impl Restore<'_> {
+    /// Saves every parameter and buffer of `model` (the parameters' saved copies are returned
+    /// too: they are the origin points are written from).
+    pub(crate) fn snapshot(model: &dyn ProbeModel) -> Result<(Self, Vec<Tensor>)> {
+        let _guard = tch::no_grad_guard();
+        let mut targets = Vec::new();
+        let mut saved = Vec::new();
+        let mut origin = Vec::new();
+        for p in model.parameters()? {
+            let o = p.tensor.f_detach_copy()?;
+            origin.push(o.shallow_clone());
+            saved.push(o);
+            targets.push(p.tensor);
+        }
+        for b in model.buffers()? {
+            saved.push(b.tensor.f_detach_copy()?);
+            targets.push(b.tensor);
+        }
+        Ok((
+            Restore {
+                targets,
+                saved,
+                _marker: std::marker::PhantomData,
+            },
+            origin,
+        ))
+    }
 }
 
 impl Drop for Restore<'_> {
@@ -315,26 +344,16 @@ pub fn profile(
             let dst = p.tensor.shallow_clone();
             let _ = o.f_lerp_scalar_out(&dst, far, t)?;
         }
-        let crn = || {
-            if let Some(seed) = bn.seed {
-                // Bit pattern kept: the seed is a label, not a number.
-                tch::manual_seed((seed ^ i as u64) as i64);
-            }
-        };
-        if bn.mode != BnMode::Stale {
-            crn();
-            cost.bn_forwards += model.reestimate_batch_norm(&bn.inputs)?;
-        }
-        for (data, prof) in evals.iter().zip(out.iter_mut()) {
-            crn();
-            let (mean, per, acc) = evaluate(model, data, loss).map_err(|e| match e {
-                Error::NotFinite { value, .. } => Error::NotFinite {
-                    what: format!("loss at offset t = {t}"),
-                    value,
-                },
-                other => other,
-            })?;
-            cost.eval_forwards += data.batches.len();
+        let measured = measure_point(
+            model,
+            bn,
+            i as u64,
+            evals,
+            loss,
+            &format!("offset t = {t}"),
+            &mut cost,
+        )?;
+        for ((mean, per, acc), prof) in measured.into_iter().zip(out.iter_mut()) {
             prof.loss.push(mean);
             prof.per_example.push(per);
             if let (Some(a), Some(v)) = (prof.accuracy.as_mut(), acc) {
@@ -345,4 +364,42 @@ pub fn profile(
     }
     drop(restore);
     Ok((out, cost))
+}
+
+/// Measures the model at the point already written into it: sets BatchNorm by `bn`, then
+/// evaluates `loss` on each of `evals`. With common random numbers, torch's RNG is seeded with
+/// `seed ⊕ key` before the re-estimation and before each evaluation, so the point's dropout
+/// masks depend on its key only. `at` names the point in a non-finite-loss error.
+pub(crate) fn measure_point(
+    model: &dyn ProbeModel,
+    bn: &BnPlan,
+    key: u64,
+    evals: &[&ProbeData],
+    loss: LossKind,
+    at: &str,
+    cost: &mut ProfileCost,
+) -> Result<Vec<(f64, Vec<f32>, Option<f64>)>> {
+    let crn = || {
+        if let Some(seed) = bn.seed {
+            // Bit pattern kept: the seed is a label, not a number.
+            tch::manual_seed((seed ^ key) as i64);
+        }
+    };
+    if bn.mode != BnMode::Stale {
+        crn();
+        cost.bn_forwards += model.reestimate_batch_norm(&bn.inputs)?;
+    }
+    let mut out = Vec::with_capacity(evals.len());
+    for data in evals {
+        crn();
+        out.push(evaluate(model, data, loss).map_err(|e| match e {
+            Error::NotFinite { value, .. } => Error::NotFinite {
+                what: format!("loss at {at}"),
+                value,
+            },
+            other => other,
+        })?);
+        cost.eval_forwards += data.batches.len();
+    }
+    Ok(out)
 }
