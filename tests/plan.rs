@@ -305,6 +305,58 @@ mod cpu_pass {
         }
     }
 
+    #[cfg(target_arch = "x86_64")]
+    fn has_avx2_fma() -> bool {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn has_avx2_fma() -> bool {
+        false
+    }
+
+    /// The variant in use is the forced one in the child, and AVX2+FMA on a CPU that has both.
+    #[test]
+    fn variant_is_the_one_asked_for() {
+        let forced = std::env::var("ASYMVALLEY_FUSED_CPU").ok();
+        let want = if forced.as_deref() == Some("baseline") {
+            "baseline"
+        } else if has_avx2_fma() {
+            "avx2+fma"
+        } else {
+            "baseline"
+        };
+        assert_eq!(asymvalley::plan::cpu_variant(), want);
+    }
+
+    /// The baseline (non-AVX2) variant of the pass, forced in a child process (the variant is
+    /// picked once per process), must pass the same bitwise tests.
+    #[test]
+    fn baseline_variant_is_bitwise_too() {
+        if std::env::var_os("ASYMVALLEY_FUSED_CPU").is_some() {
+            return; // already the child
+        }
+        let exe = std::env::current_exe().expect("test binary path");
+        for test in [
+            "plan::cpu_pass::variant_is_the_one_asked_for",
+            "plan::cpu_pass::lerp_equals_torch_lerp_bitwise",
+            "plan::cpu_pass::copies_equal_torch_conversions_bitwise",
+            "plan::cpu_pass::bias_within_one_rounding_of_fp64",
+        ] {
+            let out = std::process::Command::new(&exe)
+                .args([test, "--exact", "--test-threads=1"])
+                .env("ASYMVALLEY_FUSED_CPU", "baseline")
+                .output()
+                .expect("child test run");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && text.contains("1 passed"),
+                "{test} with the baseline variant:\n{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
     #[test]
     fn lerp_equals_torch_lerp_bitwise_on_vit() {
         let sizes = sizes_with_tails("vit_b_16");

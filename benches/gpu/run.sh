@@ -8,8 +8,9 @@
 # Needs target/gpu/ from benches/gpu/build.sh (built on the dev machine, shipped with carry).
 # Environment: DEVICE (cuda|cpu, default cuda), PYTHON (default /opt/torch/.venv/bin/python3 if
 # present, else .venv/bin/python, else python3), OUT (default target/gpu-results), MODELS
-# (default resnet50,vit_b_16), STEP_TIMEOUT (seconds per step; default 150 on cuda so that the
-# three steps end inside 7.5 minutes, well inside the device tool's 600 s; 900 on cpu).
+# (default resnet50,vit_b_16), STEP_TIMEOUT (seconds for every step, overriding the defaults:
+# on cuda 210 s for check_cuda, 110 s for bench_average, 140 s for gpu_averager, 460 s in all, so
+# the run ends inside 8 minutes; 900 s each on cpu).
 # Writes into $OUT (flat, at most 8 files, so the device tool returns them all):
 #   env.json, check_cuda.json, bench_average.json, gpu_averager.json, run.log
 # Exit status: 0 when every correctness check passed and every step ran; 1 otherwise.
@@ -21,7 +22,8 @@ if [[ $# -gt 0 ]]; then echo "run.sh: unknown argument $1 (only --dry-run-cpu)" 
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-$ROOT/target/gpu-results}
 MODELS=${MODELS:-resnet50,vit_b_16}
-if [[ $DEVICE == cpu ]]; then STEP_TIMEOUT=${STEP_TIMEOUT:-900}; else STEP_TIMEOUT=${STEP_TIMEOUT:-150}; fi
+if [[ $DEVICE == cpu ]]; then T_CHECK=900 T_BENCH=900 T_RUST=900; else T_CHECK=210 T_BENCH=110 T_RUST=140; fi
+if [[ -n ${STEP_TIMEOUT:-} ]]; then T_CHECK=$STEP_TIMEOUT T_BENCH=$STEP_TIMEOUT T_RUST=$STEP_TIMEOUT; fi
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 exec > >(tee "$OUT/run.log") 2>&1
@@ -80,28 +82,28 @@ print("   env:", json.dumps({k: info[k] for k in ("date_utc", "gpu", "torch", "c
 PY
 
 status=0
-step() {  # step NAME CMD...: runs with a timeout, records failure, never stops the script
-  local name=$1; shift
-  echo; echo "=================== $name ==================="
+step() {  # step NAME SECONDS CMD...: runs with a timeout, records failure, never stops the script
+  local name=$1 limit=$2; shift 2
+  echo; echo "=================== $name (at most $limit s) ==================="
   local t0=$SECONDS
-  timeout -k 10 "$STEP_TIMEOUT" "$@"
+  timeout -k 10 "$limit" "$@"
   local rc=$?
   echo "== $name: exit $rc after $((SECONDS - t0)) s"
   if [[ $rc -ne 0 ]]; then status=1; FAILED+=("$name (exit $rc)"); fi
 }
 FAILED=()
 
-step check_cuda "$PYTHON" benches/gpu/check_cuda.py --device "$DEVICE" --models "$MODELS" --json "$OUT/check_cuda.json"
+step check_cuda "$T_CHECK" "$PYTHON" benches/gpu/check_cuda.py --device "$DEVICE" --models "$MODELS" --json "$OUT/check_cuda.json"
 
 if [[ -f benches/python/bench_average.py ]]; then
-  step bench_average "$PYTHON" benches/python/bench_average.py --device "$DEVICE" --json "$OUT/bench_average.json"
+  step bench_average "$T_BENCH" "$PYTHON" benches/python/bench_average.py --device "$DEVICE" --json "$OUT/bench_average.json"
 else
   echo; echo "== bench_average: SKIPPED, benches/python/bench_average.py is not in this tree"
   FAILED+=("bench_average (missing)"); status=1
 fi
 
 if [[ -x "$BIN" ]]; then
-  step gpu_averager "$BIN" --device "$DEVICE" --models "$MODELS" --shapes fixtures/param_shapes.json --json "$OUT/gpu_averager.json"
+  step gpu_averager "$T_RUST" "$BIN" --device "$DEVICE" --models "$MODELS" --shapes fixtures/param_shapes.json --json "$OUT/gpu_averager.json"
 else
   echo; echo "== gpu_averager: SKIPPED, $BIN missing: run benches/gpu/build.sh here and carry target/gpu"
   FAILED+=("gpu_averager (binary missing)"); status=1

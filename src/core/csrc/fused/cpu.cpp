@@ -23,6 +23,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <exception>
 
 #if defined(__GNUC__)
@@ -198,16 +200,25 @@ void blocks_default(const Args& x, int64_t b0, int64_t b1) { blocks_body(x, b0, 
 
 using BlocksFn = void (*)(const Args&, int64_t, int64_t);
 
+// ASYMVALLEY_FUSED_CPU=baseline forces the baseline variant (read once, at the first pass): the
+// tests use it to hold that variant to the same bitwise results on a machine with AVX2.
 BlocksFn pick_variant() {
+  const char* force = std::getenv("ASYMVALLEY_FUSED_CPU");
+  if (force != nullptr && std::strcmp(force, "baseline") == 0) return blocks_default;
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
   if (cpu_has_avx2_fma()) return blocks_avx2;
 #endif
   return blocks_default;
 }
 
+BlocksFn variant_once() {
+  static const BlocksFn variant = pick_variant();
+  return variant;
+}
+
 int run(const Args& x, av_u64 blocks) {
   try {
-    static const BlocksFn variant = pick_variant();
+    const BlocksFn variant = variant_once();
     // A task takes at least kGrainElems elements, so neighbouring small tensors (BatchNorm
     // vectors, biases) stay on one thread instead of costing a task each.
     const int64_t block_elems = static_cast<int64_t>(x.l.block_elems);
@@ -231,6 +242,15 @@ extern "C" int av_cpu_lerp(AvLayout l, av_u64 blocks, void* const* avg, const vo
                            double w) {
   const Args x{l, AV_OP_LERP, avg, src, nullptr, avg_dtype, src_dtype, nullptr, w};
   return run(x, blocks);
+}
+
+// Which compiled variant the passes of this process use: 1 = AVX2+FMA, 0 = baseline.
+extern "C" int av_cpu_variant() {
+  try {
+    return variant_once() == blocks_default ? 0 : 1;
+  } catch (...) {
+    return 0;
+  }
 }
 
 // One pass of `op` (AvOp) over every block. Tables the op does not read may be null: `src` and

@@ -130,6 +130,17 @@ pub fn apply_cpu(layout: &Layout, op: FusedOp, avg: &[Tensor], model: &[Tensor])
     Ok(())
 }
 
+/// The compiled variant the CPU pass runs in this process: `"avx2+fma"` where the CPU has both
+/// (picked once, at first use), else `"baseline"`; `ASYMVALLEY_FUSED_CPU=baseline` forces the latter.
+pub fn cpu_variant() -> &'static str {
+    // SAFETY: no arguments; the C side catches everything.
+    if unsafe { fused_ffi::av_cpu_variant() } == 1 {
+        "avx2+fma"
+    } else {
+        "baseline"
+    }
+}
+
 /// The C view of `layout`'s tables (borrowed: valid while `layout` is).
 pub(crate) fn c_layout(layout: &Layout) -> AvLayout {
     AvLayout {

@@ -392,7 +392,28 @@ fn poisoned<T>(_: T) -> Error {
 }
 
 /// Loads (once per device; compiling once per architecture) the kernel for CUDA device `index`.
+/// A failure is remembered per device, so an update that falls back does not retry the compile.
 fn kernel(index: usize) -> Result<Kernel> {
+    static FAILED: OnceLock<Mutex<HashMap<usize, String>>> = OnceLock::new();
+    let failed = FAILED.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(msg) = failed.lock().map_err(poisoned)?.get(&index) {
+        return Err(Error::Shim {
+            op: "fused CUDA update",
+            msg: msg.clone(),
+        });
+    }
+    let loaded = load_kernel(index);
+    if let Err(e) = &loaded {
+        let msg = match e {
+            Error::Shim { msg, .. } => msg.clone(),
+            other => other.to_string(),
+        };
+        failed.lock().map_err(poisoned)?.insert(index, msg);
+    }
+    loaded
+}
+
+fn load_kernel(index: usize) -> Result<Kernel> {
     static CUBINS: OnceLock<Mutex<HashMap<u32, Vec<u8>>>> = OnceLock::new();
     static KERNELS: OnceLock<Mutex<HashMap<usize, Kernel>>> = OnceLock::new();
     let kernels = KERNELS.get_or_init(|| Mutex::new(HashMap::new()));

@@ -11,6 +11,9 @@ pub(crate) const AV_OP_COPY_OUT: c_int = 2;
 pub(crate) const AV_OP_BIAS: c_int = 3;
 
 extern "C" {
+    /// The CPU pass's compiled variant in use: 1 = AVX2+FMA, 0 = baseline x86-64.
+    pub(crate) fn av_cpu_variant() -> c_int;
+
     /// One parallel pass of `op` over every block: 0 on success, 1 if C++ caught an exception,
     /// 2 for an unknown `op`. Tables an op does not read may be null.
     pub(crate) fn av_cpu_apply(

@@ -15,6 +15,6 @@ mod fused_ffi;
 pub mod layout;
 pub mod op;
 
-pub use cpu::{apply_cpu, lerp_cpu};
+pub use cpu::{apply_cpu, cpu_variant, lerp_cpu};
 pub use layout::{Layout, Segment};
 pub use op::FusedOp;
