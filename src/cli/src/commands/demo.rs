@@ -19,7 +19,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 8)]
     pub seeds: u64,
     /// Training epochs.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 20)]
     pub epochs: usize,
     /// The epoch from whose end SWA averages (default: the official 126/225 of --epochs).
     #[arg(long)]
@@ -33,28 +33,28 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 3e-4)]
     pub weight_decay: f64,
     /// Mini-batch size.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 128)]
     pub batch: i64,
     /// At most this many epochs of SGD after SWA (official: 50).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 10)]
     pub after_epochs: usize,
     /// Grid points per unit of t on the SWA→SGD line (official: 40).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 5)]
     pub division: usize,
     /// U(0,1) directions per network and seed.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 3)]
     pub directions: usize,
     /// Random-direction profiles span [−radius, radius] (unit-norm directions).
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = 10.0)]
     pub radius: f64,
     /// Points per random-direction profile.
-    #[arg(long, default_value_t = 9)]
+    #[arg(long, default_value_t = 7)]
     pub points: usize,
     /// Held-out chunks of the shift estimate (its sign test needs ≥ 6 to reach p < 0.05).
     #[arg(long, default_value_t = 8)]
     pub chunks: usize,
     /// Channels of the CNN's two convolutions (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "16,32")]
+    #[arg(long, value_delimiter = ',', default_value = "8,16")]
     pub channels: Vec<i64>,
 }
 

@@ -49,7 +49,7 @@ impl SeedFacts {
             inside_gain_region: line
                 .and_then(|l| l.gain_region())
                 .map(|g| g == GainRegion::Inside),
-            zero_mean_shift: line.map(|l| l.shift.zero_mean_plausible()),
+            zero_mean_shift: line.and_then(|l| l.shift.zero_mean_plausible()),
             beta_helps: line.filter(|l| !l.biased.is_empty()).map(|l| {
                 l.biased
                     .iter()

@@ -97,10 +97,18 @@ fn line_rows(study: &Study) -> Vec<LineRow> {
                     None => "—",
                 },
                 test_min: format!("{:.2}", l.test_min_t),
-                shift: format!(
-                    "{}/{} (p = {:.3})",
-                    l.shift.positive, l.shift.negative, l.shift.p_value
-                ),
+                shift: if l.shift.at_bound > 0 {
+                    format!(
+                        "{} of {} at the search bound: censored",
+                        l.shift.at_bound,
+                        l.shift.shifts.len()
+                    )
+                } else {
+                    format!(
+                        "{}/{} (p = {:.3})",
+                        l.shift.positive, l.shift.negative, l.shift.p_value
+                    )
+                },
                 c_star: opt(l.bias.map(|b| b.c_star), 3),
                 c_max: opt(l.bias.map(|b| b.c_max), 3),
                 gain: l.gain_region().map_or("—", |g| g.phrase()),
@@ -193,6 +201,7 @@ pub fn render(study: &Study, args: &str) -> Result<String> {
         after_lr => c.after_lr(),
         after_epochs => c.after_epochs,
         line_points => 5 * c.division + 1,
+        max_shift => super::seed_run::MAX_SHIFT,
         directions => c.directions,
         radius => c.radius,
         points => c.points,

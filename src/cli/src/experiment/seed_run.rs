@@ -21,6 +21,9 @@ use asymvalley::valley::profile::grid_line;
 use serde::Serialize;
 use tch::{nn::VarStore, Device};
 
+/// The shift search's bound, in t units (the line's SWA→SGD distance is 1).
+pub const MAX_SHIFT: f64 = 1.5;
+
 /// One network's results for one seed.
 #[derive(Clone, Debug, Serialize)]
 pub struct NetworkOutcome {
@@ -189,10 +192,11 @@ fn study_line(
     };
     let valley = line_valley(&profiles.train, &detector)?;
     let test_min_t = argmin_offset(&profiles.test.offsets, &profiles.test.loss)?;
-    let shift = chunk_shifts(&profiles.train, &profiles.test, config.chunks, 1.5)?;
-    let bias = match &valley {
-        Some(v) if shift.rms > 0.0 => fit_for_bias(v, &profiles.train.offsets, &profiles.train.loss)?
-            .and_then(|fit| optimal_bias(&fit, ShiftLaw::Gaussian, shift.rms).ok()),
+    let shift = chunk_shifts(&profiles.train, &profiles.test, config.chunks, MAX_SHIFT)?;
+    // c* needs a valley and an uncensored shift scale.
+    let bias = match (&valley, shift.usable_scale()) {
+        (Some(v), Some(scale)) => fit_for_bias(v, &profiles.train.offsets, &profiles.train.loss)?
+            .and_then(|fit| optimal_bias(&fit, ShiftLaw::Gaussian, scale).ok()),
         _ => None,
     };
     let mut biased = Vec::with_capacity(config.betas.len());

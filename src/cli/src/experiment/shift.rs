@@ -28,11 +28,14 @@ pub struct ShiftEstimate {
     pub negative: u64,
     /// Two-sided exact sign-test p-value of a zero median.
     pub p_value: f64,
+    /// Shifts that reached the search bound ±max_shift: the curves did not align within it, so
+    /// the estimate is censored and says nothing about the shift's law.
+    pub at_bound: u64,
 }
 
 impl ShiftEstimate {
-    /// Summarizes `shifts` (exact zeros count for neither sign).
-    pub fn of(shifts: Vec<f64>) -> Result<Self> {
+    /// Summarizes `shifts` found within ±`max_shift` (exact zeros count for neither sign).
+    pub fn of(shifts: Vec<f64>, max_shift: f64) -> Result<Self> {
         if shifts.is_empty() || shifts.iter().any(|s| !s.is_finite()) {
             return Err(Error::invalid(
                 "shifts",
@@ -43,7 +46,13 @@ impl ShiftEstimate {
         let positive = shifts.iter().filter(|&&s| s > 0.0).count() as u64;
         let negative = shifts.iter().filter(|&&s| s < 0.0).count() as u64;
         let rms = (shifts.iter().map(|s| s * s).sum::<f64>() / shifts.len() as f64).sqrt();
+        // The grid search's last step lands within rounding of the bound.
+        let at_bound = shifts
+            .iter()
+            .filter(|s| s.abs() >= max_shift * (1.0 - 1e-9))
+            .count() as u64;
         Ok(ShiftEstimate {
+            at_bound,
             p_value: sign_test(positive, negative)?,
             shifts,
             rms,
@@ -52,9 +61,15 @@ impl ShiftEstimate {
         })
     }
 
-    /// Whether the sign test leaves the zero-mean assumption standing (p ≥ 0.05).
-    pub fn zero_mean_plausible(&self) -> bool {
-        self.p_value >= SIGN_TEST_LEVEL
+    /// Whether the sign test leaves the zero-mean assumption standing (p ≥ 0.05); `None` when
+    /// a shift is censored at the bound (no usable estimate).
+    pub fn zero_mean_plausible(&self) -> Option<bool> {
+        (self.at_bound == 0).then_some(self.p_value >= SIGN_TEST_LEVEL)
+    }
+
+    /// σ̂ when no shift is censored, else `None`.
+    pub fn usable_scale(&self) -> Option<f64> {
+        (self.at_bound == 0 && self.rms > 0.0).then_some(self.rms)
     }
 }
 
@@ -79,7 +94,7 @@ pub fn chunk_shifts(
             .collect();
         shifts.push(estimate_shift(&train.offsets, &train.loss, &curve, max_shift)?);
     }
-    ShiftEstimate::of(shifts)
+    ShiftEstimate::of(shifts, max_shift)
 }
 
 #[cfg(test)]
@@ -88,15 +103,20 @@ mod tests {
 
     #[test]
     fn shifts_sharing_a_sign_reject_the_zero_mean() {
-        let same = ShiftEstimate::of(vec![0.1, 0.2, 0.15, 0.3, 0.1, 0.2, 0.25, 0.1]).unwrap();
+        let same = ShiftEstimate::of(vec![0.1, 0.2, 0.15, 0.3, 0.1, 0.2, 0.25, 0.1], 1.5).unwrap();
         assert_eq!((same.positive, same.negative), (8, 0));
         assert!((same.p_value - 2.0 / 256.0).abs() < 1e-15);
-        assert!(!same.zero_mean_plausible());
-        let mixed = ShiftEstimate::of(vec![0.1, -0.2, 0.15, -0.3, 0.0, 0.2, -0.25, 0.1]).unwrap();
+        assert_eq!(same.zero_mean_plausible(), Some(false));
+        let mixed =
+            ShiftEstimate::of(vec![0.1, -0.2, 0.15, -0.3, 0.0, 0.2, -0.25, 0.1], 1.5).unwrap();
         assert_eq!((mixed.positive, mixed.negative), (4, 3));
-        assert!(mixed.zero_mean_plausible());
-        assert!((mixed.rms - (0.2525f64 / 8.0).sqrt()).abs() < 1e-12);
-        assert!(ShiftEstimate::of(vec![]).is_err());
+        assert_eq!(mixed.zero_mean_plausible(), Some(true));
+        // A shift at the search bound is censored: no verdict, no scale.
+        let censored = ShiftEstimate::of(vec![1.5, -0.2, 0.1, -1.5], 1.5).unwrap();
+        assert_eq!((censored.at_bound, censored.zero_mean_plausible()), (2, None));
+        assert_eq!(censored.usable_scale(), None);
+        assert!((mixed.rms - (0.275f64 / 8.0).sqrt()).abs() < 1e-12);
+        assert!(ShiftEstimate::of(vec![], 1.0).is_err());
     }
 
     #[test]
