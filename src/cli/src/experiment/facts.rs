@@ -69,3 +69,104 @@ impl SeedFacts {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::directions::DirectionOutcome;
+    use crate::experiment::restart::Restart;
+    use crate::experiment::seed_run::NetworkOutcome;
+    use crate::experiment::study::findings;
+    use crate::experiment::verdict::Verdict;
+    use crate::train::Evaluation;
+    use asymvalley::valley::asymmetry::ValleyClass;
+
+    fn result(test_loss: f64) -> SolutionResult {
+        let e = |loss| Evaluation {
+            loss,
+            accuracy: 95.0,
+        };
+        SolutionResult {
+            train: e(0.01),
+            test: e(test_loss),
+        }
+    }
+
+    fn direction(class: ValleyClass) -> DirectionOutcome {
+        DirectionOutcome {
+            class,
+            rise_ratio: 3.0,
+            abs_log_ratio: 3f64.ln(),
+            curve: vec![],
+        }
+    }
+
+    /// A seed without a fired restart: SGD/SWA test losses and direction classes given.
+    fn seed(bn: (f64, f64), plain: (f64, f64), bn_dirs: &[ValleyClass], plain_dirs: &[ValleyClass]) -> SeedOutcome {
+        SeedOutcome {
+            seed: 0,
+            bn: NetworkOutcome {
+                sgd: result(bn.0),
+                swa: result(bn.1),
+                uniform: bn_dirs.iter().map(|&c| direction(c)).collect(),
+            },
+            plain: NetworkOutcome {
+                sgd: result(plain.0),
+                swa: result(plain.1),
+                uniform: plain_dirs.iter().map(|&c| direction(c)).collect(),
+            },
+            restart: Restart {
+                epochs: vec![],
+                selected: None,
+            },
+            line: None,
+        }
+    }
+
+    #[test]
+    fn swa_beats_sgd_means_a_strictly_lower_test_loss() {
+        assert!(swa_beats_sgd(&result(0.30), &result(0.20)));
+        assert!(!swa_beats_sgd(&result(0.20), &result(0.30)));
+        assert!(!swa_beats_sgd(&result(0.20), &result(0.20)));
+    }
+
+    #[test]
+    fn facts_follow_the_numbers_and_need_the_restart_for_the_line() {
+        use ValleyClass::*;
+        let s = seed((0.30, 0.20), (0.10, 0.15), &[Asymmetric, Sharp], &[Sharp, Sharp]);
+        let f = SeedFacts::of(&s);
+        assert_eq!(f.swa_beats_sgd_bn, Some(true));
+        assert_eq!(f.swa_beats_sgd_plain, Some(false));
+        assert_eq!(f.rule_fires, Some(false));
+        assert_eq!(f.bn_more_asymmetric, Some(true));
+        assert_eq!(f.bn_directions_asymmetric, vec![true, false]);
+        // The rule did not fire: nothing that depends on the line is claimed either way.
+        for v in [f.swa_on_flat_side, f.test_min_between, f.inside_gain_region, f.zero_mean_shift, f.beta_helps] {
+            assert_eq!(v, None);
+        }
+    }
+
+    #[test]
+    fn the_summary_table_turns_seeds_into_verdicts() {
+        use ValleyClass::*;
+        // 8 seeds: SWA better with BN in all, without BN in 1; the rule never fires.
+        let seeds: Vec<SeedFacts> = (0..8)
+            .map(|i| {
+                let plain = if i == 0 { (0.3, 0.2) } else { (0.2, 0.3) };
+                SeedFacts::of(&seed((0.3, 0.2), plain, &[Sharp], &[Sharp]))
+            })
+            .collect();
+        let rows = findings(&seeds).unwrap();
+        let by = |name: &str| rows.iter().find(|r| r.claim.starts_with(name)).unwrap();
+        let bn = by("SWA's test loss is below SGD's (CNN with BN)");
+        assert_eq!((bn.k, bn.n, bn.verdict), (8, 8, Verdict::Agrees));
+        let plain = by("SWA's test loss is below SGD's (CNN without BN)");
+        assert_eq!((plain.k, plain.n, plain.verdict), (1, 8, Verdict::Disagrees));
+        let rule = by("the `sgd_after_swa.py` rule");
+        assert_eq!((rule.k, rule.verdict), (0, Verdict::Disagrees));
+        let line = by("the SWA→SGD line");
+        assert_eq!((line.n, line.verdict), (0, Verdict::NotMeasured));
+        let dirs = by("a U(0,1) direction");
+        assert_eq!((dirs.k, dirs.n, dirs.verdict), (0, 8, Verdict::Disagrees));
+    }
+}
