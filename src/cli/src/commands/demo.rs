@@ -53,6 +53,12 @@ pub struct DemoArgs {
     /// Held-out chunks of the shift estimate (its sign test needs ≥ 6 to reach p < 0.05).
     #[arg(long, default_value_t = 8)]
     pub chunks: usize,
+    /// libtorch intra-op threads (0: libtorch's own default, from OMP_NUM_THREADS or the
+    /// cores). The study's kernels are tiny (batches of 128 8×8 images), too small to split
+    /// well; on a busy 2-core machine one reduced seed took 7–21 s on one thread and 40–370 s
+    /// on two, whose threads wait for each other.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
     /// Channels of the CNN's two convolutions (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "8,16")]
     pub channels: Vec<i64>,
@@ -96,6 +102,9 @@ impl DemoArgs {
         // A profile needs both ends and a centre to show an asymmetry.
         at_least("--points", self.points, 3)?;
         at_least("--chunks", self.chunks, 1)?;
+        if self.threads > 64 {
+            return Err(invalid("--threads", self.threads, "0 (libtorch's default) to 64"));
+        }
         if self.chunks > 360 {
             return Err(invalid("--chunks", self.chunks, "at most the 360 test examples"));
         }
@@ -163,12 +172,15 @@ fn check_out(out: &Path) -> Result<()> {
 pub fn run(args: DemoArgs) -> Result<()> {
     let started = Instant::now();
     let config = args.config()?;
+    if args.threads > 0 {
+        tch::set_num_threads(args.threads as i32);
+    }
     let staging = staging_dir(&args.out)?;
     let outcome = (|| {
         let data = Digits::load(Device::Cpu)?;
         println!(
-            "asymvalley demo: {} seeds, digits CNN {:?} with and without BatchNorm, lr_init {}, {} epochs, SWA from epoch {}",
-            config.seeds, config.channels, config.lr_init, config.epochs, config.swa_start
+            "asymvalley demo: {} seeds, digits CNN {:?} with and without BatchNorm, lr_init {}, {} epochs, SWA from epoch {}, {} libtorch thread(s)",
+            config.seeds, config.channels, config.lr_init, config.epochs, config.swa_start, tch::get_num_threads()
         );
         let bar = ProgressBar::new(config.seeds);
         if let Ok(style) = ProgressStyle::with_template("seed {pos}/{len} [{bar:30}] {elapsed} {wide_msg}") {
