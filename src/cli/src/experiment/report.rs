@@ -212,6 +212,8 @@ pub fn render(study: &Study, args: &str) -> Result<String> {
         fired_list => if fired.is_empty() { "none".to_string() } else { fired.join(", ") },
         restart_epoch => cell("restart epoch selected (fired seeds)"),
         lines => line_rows(study),
+        valleys => study.outcomes.iter().filter(|s| s.line.as_ref().is_some_and(|l| l.valley.is_some())).count(),
+        distance => cell("line: ‖w_sgd − w_swa‖ (fired seeds)"),
         numbers,
         args,
     };

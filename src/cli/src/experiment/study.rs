@@ -117,6 +117,7 @@ pub fn numbers(outcomes: &[SeedOutcome]) -> Result<Vec<Spread>> {
         Spread::of("SGD test accuracy %, no BN", each(&|s| Some(s.plain.sgd.test.accuracy)))?,
         Spread::of("SWA test accuracy %, no BN", each(&|s| Some(s.plain.swa.test.accuracy)))?,
         Spread::of("restart epoch selected (fired seeds)", each(&|s| s.restart.selected.map(|e| (e + 1) as f64)))?,
+        Spread::of("line: ‖w_sgd − w_swa‖ (fired seeds)", each(&|s| s.line.as_ref().map(|l| l.profiles.distance)))?,
         Spread::of("line: t_min of the training loss", each(&|s| s.line.as_ref()?.valley.as_ref().map(|v| v.t_min)))?,
         Spread::of("line: rise ratio R at the training minimum", each(&|s| s.line.as_ref()?.valley.as_ref().map(|v| v.asymmetry.rise_ratio)))?,
         Spread::of("line: t of the test-loss minimum", each(&|s| s.line.as_ref().map(|l| l.test_min_t)))?,
