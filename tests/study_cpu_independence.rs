@@ -8,14 +8,28 @@ use std::process::Command;
 
 /// The reduced study: 3 seeds, short runs (well under a minute each on 2 cores).
 const REDUCED: &[&str] = &[
-    "--seeds", "3", "--epochs", "10", "--after-epochs", "6", "--division", "4",
-    "--directions", "2", "--points", "5",
+    "--seeds",
+    "3",
+    "--epochs",
+    "10",
+    "--after-epochs",
+    "6",
+    "--division",
+    "4",
+    "--directions",
+    "2",
+    "--points",
+    "5",
 ];
 
 fn summary(dir: &Path, env: &[(&str, &str)], threads: &str) -> Vec<(String, u64, u64, String)> {
     let out = dir.join("report");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_asymvalley"));
-    cmd.arg("demo").arg("--out").arg(&out).args(REDUCED).args(["--threads", threads]);
+    cmd.arg("demo")
+        .arg("--out")
+        .arg(&out)
+        .args(REDUCED)
+        .args(["--threads", threads]);
     cmd.env_remove("ATEN_CPU_CAPABILITY");
     for (k, v) in env {
         cmd.env(k, v);

@@ -32,7 +32,11 @@ fn classify(rises: &[(f64, f64)], seed: u64) -> (ValleyClass, f64, Option<[f64; 
 fn the_threshold_is_inclusive_and_one_inside_the_interval_vetoes() {
     // Identical examples: the bootstrap interval is the point R itself.
     let (class, r, ci) = classify(&[(0.5, 1.0); 40], 0);
-    assert_eq!((class, r), (ValleyClass::Asymmetric, 2.0), "R = 2 exactly is asymmetric");
+    assert_eq!(
+        (class, r),
+        (ValleyClass::Asymmetric, 2.0),
+        "R = 2 exactly is asymmetric"
+    );
     let [lo, hi] = ci.unwrap();
     assert!((lo - 2.0).abs() < 1e-6 && (hi - 2.0).abs() < 1e-6);
     // Just under the threshold: comparable rises above flat_rise = 0.1, so sharp.
@@ -48,7 +52,10 @@ fn the_threshold_is_inclusive_and_one_inside_the_interval_vetoes() {
     noisy[3] = (0.0, 30.0);
     let (class, r, ci) = classify(&noisy, 0);
     let [lo, hi] = ci.unwrap();
-    assert!((r - 3.0).abs() < 1e-6 && lo < 1.0 && hi > 1.0, "R {r} [{lo}, {hi}]");
+    assert!(
+        (r - 3.0).abs() < 1e-6 && lo < 1.0 && hi > 1.0,
+        "R {r} [{lo}, {hi}]"
+    );
     assert_ne!(class, ValleyClass::Asymmetric);
 }
 

@@ -1,12 +1,12 @@
 //! Claim 13, the official `interpulation.py` line, against its definition (harness/THEOREMS.md
 //! §8): the grid is `t_i = (i − D)/P` for i = 0..2D+P; `w(t_i) = w_swa + t_i·(w_sgd − w_swa)`
 //! moves only the parameters; BatchNorm is recomputed by `bn_update` at every point.
+use asymvalley::valley::profile::grid_line;
 use asymvalley_cli::data::Digits;
 use asymvalley_cli::experiment::line::{line_point, line_profiles};
 use asymvalley_cli::experiment::solution::{bn_update, evaluate_both};
 use asymvalley_cli::experiment::weights::{interpolate, restore, snapshot};
 use asymvalley_cli::model::{DigitsCnn, DigitsCnnConfig};
-use asymvalley::valley::profile::grid_line;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 #[test]
@@ -48,7 +48,9 @@ fn line_points_are_parameters_only_and_hit_both_ends() {
         .collect();
     // Parameters only: conv weights, BN γ/β, head; never running statistics.
     assert_eq!(a.len(), names.len());
-    assert!(names.iter().all(|n| !n.contains("running") && !n.contains("num_batches")));
+    assert!(names
+        .iter()
+        .all(|n| !n.contains("running") && !n.contains("num_batches")));
     let b: Vec<Tensor> = a.iter().map(|x| x.randn_like()).collect();
     let at0 = interpolate(&a, &b, 0.0).unwrap();
     let at1 = interpolate(&a, &b, 1.0).unwrap();
@@ -58,7 +60,10 @@ fn line_points_are_parameters_only_and_hit_both_ends() {
         let err = (&at1[i] - &b[i]).abs().max().double_value(&[]);
         assert!(err < 1e-6, "t = 1 is SGD up to rounding: {err}");
         let want = (&a[i].to_kind(Kind::Double) * 2.5) - (&b[i].to_kind(Kind::Double) * 1.5);
-        let err = (mid[i].to_kind(Kind::Double) - want).abs().max().double_value(&[]);
+        let err = (mid[i].to_kind(Kind::Double) - want)
+            .abs()
+            .max()
+            .double_value(&[]);
         assert!(err < 1e-5, "t = -1.5: {err}");
     }
     assert!(interpolate(&a, &b[1..], 0.5).is_err());
@@ -80,8 +85,14 @@ fn the_line_profile_recomputes_batch_norm_at_every_point() {
         restore(&vs, &interpolate(&swa, &sgd, t).unwrap()).unwrap();
         bn_update(&net, &data.train, 256, 9).unwrap();
         let want = evaluate_both(&net, &data, 256).unwrap();
-        assert!((line.train.loss[i] - want.train.loss).abs() < 1e-5, "train at t = {t}");
-        assert!((line.test.loss[i] - want.test.loss).abs() < 1e-5, "test at t = {t}");
+        assert!(
+            (line.train.loss[i] - want.train.loss).abs() < 1e-5,
+            "train at t = {t}"
+        );
+        assert!(
+            (line.test.loss[i] - want.test.loss).abs() < 1e-5,
+            "test at t = {t}"
+        );
         // line_point is the same point.
         let p = line_point(&vs, &net, &swa, &sgd, t, &data, 256, 9).unwrap();
         assert!((p.test.loss - want.test.loss).abs() < 1e-9);

@@ -43,23 +43,57 @@ fn the_restart_stops_at_the_first_selected_epoch() {
     };
     let mut opt = sgd_optimizer(&vs, 0.05, &sgd).unwrap();
     // A reference no epoch can beat on train: the rule never fires, every epoch runs.
-    let never = sgd_after_swa(&net, &mut opt, &data, &sgd, 0.05, 3, &reference(-1.0, 0.0), |_| {}).unwrap();
+    let never = sgd_after_swa(
+        &net,
+        &mut opt,
+        &data,
+        &sgd,
+        0.05,
+        3,
+        &reference(-1.0, 0.0),
+        |_| {},
+    )
+    .unwrap();
     assert_eq!((never.epochs.len(), never.selected), (3, None));
     // A reference every epoch beats on train and loses to on test: the first epoch is kept, and
     // the VarStore holds its weights (no further step).
     let mut seen = Vec::new();
-    let always = sgd_after_swa(&net, &mut opt, &data, &sgd, 0.05, 5, &reference(1e9, -1.0), |e| {
-        seen.push(*e)
-    })
+    let always = sgd_after_swa(
+        &net,
+        &mut opt,
+        &data,
+        &sgd,
+        0.05,
+        5,
+        &reference(1e9, -1.0),
+        |e| seen.push(*e),
+    )
     .unwrap();
     assert_eq!((always.epochs.len(), always.selected), (1, Some(0)));
     assert_eq!(seen.len(), 1);
     let kept = snapshot(&vs).unwrap();
     // A reference no epoch loses to on test: the rule never fires, and the weights did move.
-    let run = sgd_after_swa(&net, &mut opt, &data, &sgd, 0.05, 4, &reference(1e9, 1e9), |_| {}).unwrap();
+    let run = sgd_after_swa(
+        &net,
+        &mut opt,
+        &data,
+        &sgd,
+        0.05,
+        4,
+        &reference(1e9, 1e9),
+        |_| {},
+    )
+    .unwrap();
     assert_eq!((run.epochs.len(), run.selected), (4, None));
     for e in &run.epochs {
-        assert!(!rule_selects(e.train.loss, e.test.loss, &reference(1e9, 1e9)));
+        assert!(!rule_selects(
+            e.train.loss,
+            e.test.loss,
+            &reference(1e9, 1e9)
+        ));
     }
-    assert!(kept.iter().zip(snapshot(&vs).unwrap()).any(|(a, b)| !a.equal(&b)));
+    assert!(kept
+        .iter()
+        .zip(snapshot(&vs).unwrap())
+        .any(|(a, b)| !a.equal(&b)));
 }

@@ -15,18 +15,18 @@ mod op_library;
 mod optim;
 /// The fused-update plan: every element covered once over real model and adversarial shapes.
 mod plan;
-/// The averaging theorems through the project's own SWA (SGD in tch on synthetic valleys).
-mod theorems_through_averager;
-/// `asymvalley theory` on extreme arguments and past the smooth blend's critical ratio.
-mod theory_cli;
+/// The study's verdicts under two floating-point configurations (child processes).
+mod study_cpu_independence;
+/// The detector's rise-ratio interval at its threshold and its coverage over replicates.
+mod study_detector_interval;
 /// The study's line (claim 13): the official grid, parameters-only points, BN recomputed.
 mod study_line;
 /// The study's restart (claim 14): the official selection rule through the restart loop.
 mod study_restart;
-/// The detector's rise-ratio interval at its threshold and its coverage over replicates.
-mod study_detector_interval;
-/// The study's verdicts under two floating-point configurations (child processes).
-mod study_cpu_independence;
+/// The averaging theorems through the project's own SWA (SGD in tch on synthetic valleys).
+mod theorems_through_averager;
+/// `asymvalley theory` on extreme arguments and past the smooth blend's critical ratio.
+mod theory_cli;
 /// The demo's training pieces: the train2.py schedule and SWA over a real training run.
 mod training;
 /// The asymmetric-valley detector on synthetic valleys with known answers, and the probe CLI.

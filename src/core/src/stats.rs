@@ -126,7 +126,13 @@ pub fn sign_test(positive: u64, negative: u64) -> Result<f64> {
     let n = positive
         .checked_add(negative)
         .filter(|&n| n <= 1000)
-        .ok_or_else(|| invalid("positive + negative", positive.saturating_add(negative), "at most 1000 signs"))?;
+        .ok_or_else(|| {
+            invalid(
+                "positive + negative",
+                positive.saturating_add(negative),
+                "at most 1000 signs",
+            )
+        })?;
     let m = positive.min(negative);
     // Σ C(n, i)/2ⁿ in f64 by the recurrence C(n, i+1) = C(n, i)(n − i)/(i + 1), starting at 2⁻ⁿ
     // in log space so that n up to 1000 does not underflow the first term.
@@ -242,13 +248,19 @@ mod tests {
         close(sign_test(0, 0).unwrap(), 1.0, 0.0);
         // 2·Σ_{i≤20} C(100, i)/2¹⁰⁰ = 1.11591e-9 (exact integer arithmetic)
         close(sign_test(20, 80).unwrap() / 1.1159e-9, 1.0, 1e-3);
-        assert!(sign_test(900, 900).unwrap_err().to_string().contains("1800"));
+        assert!(sign_test(900, 900)
+            .unwrap_err()
+            .to_string()
+            .contains("1800"));
     }
 
     #[test]
     fn quartiles_are_the_type_7_quantiles() {
         // numpy.quantile([1, 2, 3, 4, 10], [.25, .5, .75]) = [2, 3, 4]
-        assert_eq!(quartiles(&[10.0, 1.0, 3.0, 2.0, 4.0]).unwrap(), [2.0, 3.0, 4.0]);
+        assert_eq!(
+            quartiles(&[10.0, 1.0, 3.0, 2.0, 4.0]).unwrap(),
+            [2.0, 3.0, 4.0]
+        );
         assert!(quartiles(&[]).is_err());
     }
 }

@@ -85,7 +85,11 @@ impl DemoArgs {
         positive("--lr-init", self.lr_init)?;
         positive("--radius", self.radius)?;
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err(invalid("--weight-decay", self.weight_decay, "a finite number >= 0"));
+            return Err(invalid(
+                "--weight-decay",
+                self.weight_decay,
+                "a finite number >= 0",
+            ));
         }
         let at_least = |field: &'static str, v: usize, min: usize| {
             if v >= min {
@@ -103,10 +107,18 @@ impl DemoArgs {
         at_least("--points", self.points, 3)?;
         at_least("--chunks", self.chunks, 1)?;
         if self.threads > 64 {
-            return Err(invalid("--threads", self.threads, "0 (libtorch's default) to 64"));
+            return Err(invalid(
+                "--threads",
+                self.threads,
+                "0 (libtorch's default) to 64",
+            ));
         }
         if self.chunks > 360 {
-            return Err(invalid("--chunks", self.chunks, "at most the 360 test examples"));
+            return Err(invalid(
+                "--chunks",
+                self.chunks,
+                "at most the 360 test examples",
+            ));
         }
         let swa_start = self
             .swa_start
@@ -119,7 +131,11 @@ impl DemoArgs {
             ));
         }
         if self.batch < 2 {
-            return Err(invalid("--batch", self.batch, "an integer >= 2 (BatchNorm needs two examples)"));
+            return Err(invalid(
+                "--batch",
+                self.batch,
+                "an integer >= 2 (BatchNorm needs two examples)",
+            ));
         }
         let channels = match self.channels[..] {
             [a, b] if a >= 1 && b >= 1 => [a, b],
@@ -183,7 +199,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
             config.seeds, config.channels, config.lr_init, config.epochs, config.swa_start, tch::get_num_threads()
         );
         let bar = ProgressBar::new(config.seeds);
-        if let Ok(style) = ProgressStyle::with_template("seed {pos}/{len} [{bar:30}] {elapsed} {wide_msg}") {
+        if let Ok(style) =
+            ProgressStyle::with_template("seed {pos}/{len} [{bar:30}] {elapsed} {wide_msg}")
+        {
             bar.set_style(style.progress_chars("=> "));
         }
         let mut last = 0;

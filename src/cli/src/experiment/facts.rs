@@ -102,7 +102,12 @@ mod tests {
     }
 
     /// A seed without a fired restart: SGD/SWA test losses and direction classes given.
-    fn seed(bn: (f64, f64), plain: (f64, f64), bn_dirs: &[ValleyClass], plain_dirs: &[ValleyClass]) -> SeedOutcome {
+    fn seed(
+        bn: (f64, f64),
+        plain: (f64, f64),
+        bn_dirs: &[ValleyClass],
+        plain_dirs: &[ValleyClass],
+    ) -> SeedOutcome {
         SeedOutcome {
             seed: 0,
             bn: NetworkOutcome {
@@ -133,7 +138,12 @@ mod tests {
     #[test]
     fn facts_follow_the_numbers_and_need_the_restart_for_the_line() {
         use ValleyClass::*;
-        let s = seed((0.30, 0.20), (0.10, 0.15), &[Asymmetric, Sharp], &[Sharp, Sharp]);
+        let s = seed(
+            (0.30, 0.20),
+            (0.10, 0.15),
+            &[Asymmetric, Sharp],
+            &[Sharp, Sharp],
+        );
         let f = SeedFacts::of(&s);
         assert_eq!(f.swa_beats_sgd_bn, Some(true));
         assert_eq!(f.swa_beats_sgd_plain, Some(false));
@@ -141,7 +151,13 @@ mod tests {
         assert_eq!(f.bn_more_asymmetric, Some(true));
         assert_eq!(f.bn_directions_asymmetric, vec![true, false]);
         // The rule did not fire: nothing that depends on the line is claimed either way.
-        for v in [f.swa_on_flat_side, f.test_min_between, f.inside_gain_region, f.zero_mean_shift, f.beta_helps] {
+        for v in [
+            f.swa_on_flat_side,
+            f.test_min_between,
+            f.inside_gain_region,
+            f.zero_mean_shift,
+            f.beta_helps,
+        ] {
             assert_eq!(v, None);
         }
     }
@@ -161,7 +177,10 @@ mod tests {
         let bn = by("SWA's test loss is below SGD's (CNN with BN)");
         assert_eq!((bn.k, bn.n, bn.verdict), (8, 8, Verdict::Agrees));
         let plain = by("SWA's test loss is below SGD's (CNN without BN)");
-        assert_eq!((plain.k, plain.n, plain.verdict), (1, 8, Verdict::Disagrees));
+        assert_eq!(
+            (plain.k, plain.n, plain.verdict),
+            (1, 8, Verdict::Disagrees)
+        );
         let rule = by("the `sgd_after_swa.py` rule");
         assert_eq!((rule.k, rule.verdict), (0, Verdict::Disagrees));
         let line = by("the SWA→SGD line");

@@ -83,7 +83,12 @@ pub fn line_figure(path: &Path, study: &Study) -> Result<()> {
         for (panel, p) in panels.iter_mut().zip([&l.profiles.train, &l.profiles.test]) {
             panel.series.push(Series {
                 label: format!("seed {}", s.seed),
-                points: p.offsets.iter().copied().zip(p.loss.iter().copied()).collect(),
+                points: p
+                    .offsets
+                    .iter()
+                    .copied()
+                    .zip(p.loss.iter().copied())
+                    .collect(),
                 color: s.seed as usize,
                 fitted: true,
             });

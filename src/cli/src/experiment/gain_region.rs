@@ -54,8 +54,16 @@ mod tests {
     fn side_alone_is_not_enough() {
         assert_eq!(GainRegion::of(0.3, 0.5), GainRegion::Inside);
         assert_eq!(GainRegion::of(-0.3, -0.5), GainRegion::Inside);
-        assert_eq!(GainRegion::of(0.9, 0.5), GainRegion::Beyond, "same side, too far");
-        assert_eq!(GainRegion::of(0.5, 0.5), GainRegion::Beyond, "c_max itself: g = g(0)");
+        assert_eq!(
+            GainRegion::of(0.9, 0.5),
+            GainRegion::Beyond,
+            "same side, too far"
+        );
+        assert_eq!(
+            GainRegion::of(0.5, 0.5),
+            GainRegion::Beyond,
+            "c_max itself: g = g(0)"
+        );
         assert_eq!(GainRegion::of(-0.3, 0.5), GainRegion::WrongSide);
         assert_eq!(GainRegion::of(0.3, -0.5), GainRegion::WrongSide);
         assert_eq!(GainRegion::of(0.0, 0.5), GainRegion::AtMinimum);

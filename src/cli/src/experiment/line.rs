@@ -145,7 +145,10 @@ mod tests {
 
     #[test]
     fn argmin_takes_the_first_minimum() {
-        assert_eq!(argmin_offset(&[-1.0, 0.0, 1.0], &[3.0, 1.0, 1.0]).unwrap(), 0.0);
+        assert_eq!(
+            argmin_offset(&[-1.0, 0.0, 1.0], &[3.0, 1.0, 1.0]).unwrap(),
+            0.0
+        );
         assert!(argmin_offset(&[], &[]).is_err());
     }
 }

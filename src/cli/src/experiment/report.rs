@@ -82,7 +82,10 @@ fn line_rows(study: &Study) -> Vec<LineRow> {
                 .min_by(|a, b| a.1.test.loss.total_cmp(&b.1.test.loss));
             Some(LineRow {
                 seed: s.seed,
-                epoch: s.restart.selected.map_or("—".into(), |e| (e + 1).to_string()),
+                epoch: s
+                    .restart
+                    .selected
+                    .map_or("—".into(), |e| (e + 1).to_string()),
                 t_min: opt(v.map(|v| v.t_min), 2),
                 ratio: v.map_or("no valley (minimum at the grid's edge)".into(), |v| {
                     let a = &v.asymmetry;
@@ -113,7 +116,10 @@ fn line_rows(study: &Study) -> Vec<LineRow> {
                 c_max: opt(l.bias.map(|b| b.c_max), 3),
                 gain: l.gain_region().map_or("—", |g| g.phrase()),
                 beta: best.map_or("—".into(), |(beta, r)| {
-                    format!("β = {beta}: {:.4} vs {:.4}", r.test.loss, s.bn.swa.test.loss)
+                    format!(
+                        "β = {beta}: {:.4} vs {:.4}",
+                        r.test.loss, s.bn.swa.test.loss
+                    )
                 }),
             })
         })
@@ -231,6 +237,9 @@ pub fn write_report(dir: &Path, study: &Study, args: &str) -> Result<()> {
     restart_figure(&dir.join("restart.svg"), study)?;
     line_figure(&dir.join("line.svg"), study)?;
     directions_figure(&dir.join("directions.svg"), study)?;
-    asymvalley::checkpoint::write_atomically(&dir.join("report.md"), render(study, args)?.as_bytes())?;
+    asymvalley::checkpoint::write_atomically(
+        &dir.join("report.md"),
+        render(study, args)?.as_bytes(),
+    )?;
     asymvalley::valley::report::write_json(&dir.join("report.json"), study)
 }

@@ -112,9 +112,18 @@ mod tests {
         let s = swa();
         assert!(rule_selects(0.09, 0.21, &s));
         assert!(!rule_selects(0.11, 0.21, &s), "higher train loss");
-        assert!(!rule_selects(0.09, 0.19, &s), "lower test loss: SGD better than SWA");
-        assert!(!rule_selects(0.10, 0.21, &s), "equal train loss is not lower");
-        assert!(!rule_selects(0.09, 0.20, &s), "equal test loss is not higher");
+        assert!(
+            !rule_selects(0.09, 0.19, &s),
+            "lower test loss: SGD better than SWA"
+        );
+        assert!(
+            !rule_selects(0.10, 0.21, &s),
+            "equal train loss is not lower"
+        );
+        assert!(
+            !rule_selects(0.09, 0.20, &s),
+            "equal test loss is not higher"
+        );
     }
 
     #[test]

@@ -114,7 +114,12 @@ fn train_network(
     let sgd = config.sgd(seed);
     let name = if batch_norm { "BN" } else { "no-BN" };
     let run = train_sgd_swa(&vs, &net, &data.train, &schedule, &sgd, |e, _, r| {
-        progress(&format!("train {name} epoch {}/{} loss {:.3}", e + 1, schedule.epochs, r.loss))
+        progress(&format!(
+            "train {name} epoch {}/{} loss {:.3}",
+            e + 1,
+            schedule.epochs,
+            r.loss
+        ))
     })?;
     let sgd_result = evaluate_both(&net, data, config.batch)?;
     let swa = swa_solution(&vs, &net, &run.averager, data, config.batch, seed)?;
@@ -147,7 +152,11 @@ fn train_network(
 
 /// Refits the line valley with the exponent fixed at 2 when the free fit's p ≤ 1 (c* needs a
 /// differentiable model).
-fn fit_for_bias(valley: &LineValley, train_offsets: &[f64], train_loss: &[f64]) -> Result<Option<TwoSidedFit>> {
+fn fit_for_bias(
+    valley: &LineValley,
+    train_offsets: &[f64],
+    train_loss: &[f64],
+) -> Result<Option<TwoSidedFit>> {
     match valley.asymmetry.fit {
         Some(f) if f.exponent > 1.0 => Ok(Some(f)),
         _ => {
@@ -243,7 +252,12 @@ pub fn run_seed(
         config.after_lr(),
         config.after_epochs,
         &swa,
-        |e| progress(&format!("restart: train {:.4} test {:.4}", e.train.loss, e.test.loss)),
+        |e| {
+            progress(&format!(
+                "restart: train {:.4} test {:.4}",
+                e.train.loss, e.test.loss
+            ))
+        },
     )?;
     let line = match restart.selected {
         Some(_) => Some(study_line(config, data, seed, &bn, &swa_weights, progress)?),

@@ -92,7 +92,12 @@ pub fn chunk_shifts(
             .iter()
             .map(|row| row[lo..hi].iter().map(|&x| x as f64).sum::<f64>() / (hi - lo) as f64)
             .collect();
-        shifts.push(estimate_shift(&train.offsets, &train.loss, &curve, max_shift)?);
+        shifts.push(estimate_shift(
+            &train.offsets,
+            &train.loss,
+            &curve,
+            max_shift,
+        )?);
     }
     ShiftEstimate::of(shifts, max_shift)
 }
@@ -113,7 +118,10 @@ mod tests {
         assert_eq!(mixed.zero_mean_plausible(), Some(true));
         // A shift at the search bound is censored: no verdict, no scale.
         let censored = ShiftEstimate::of(vec![1.5, -0.2, 0.1, -1.5], 1.5).unwrap();
-        assert_eq!((censored.at_bound, censored.zero_mean_plausible()), (2, None));
+        assert_eq!(
+            (censored.at_bound, censored.zero_mean_plausible()),
+            (2, None)
+        );
         assert_eq!(censored.usable_scale(), None);
         assert!((mixed.rms - (0.275f64 / 8.0).sqrt()).abs() < 1e-12);
         assert!(ShiftEstimate::of(vec![], 1.0).is_err());

@@ -58,7 +58,11 @@ impl Spread {
         let v: Vec<f64> = values.into_iter().flatten().collect();
         Ok(Spread {
             what: what.to_string(),
-            quartiles: if v.is_empty() { None } else { Some(quartiles(&v)?) },
+            quartiles: if v.is_empty() {
+                None
+            } else {
+                Some(quartiles(&v)?)
+            },
             n: v.len(),
         })
     }
@@ -87,16 +91,56 @@ pub fn findings(facts: &[SeedFacts]) -> Result<Vec<Finding>> {
         .flat_map(|f| f.bn_directions_asymmetric.iter().map(|&b| Some(b)))
         .collect();
     Ok(vec![
-        finding("SWA's test loss is below SGD's (CNN with BN)", Paper::Holds, &col(|f| f.swa_beats_sgd_bn))?,
-        finding("SWA's test loss is below SGD's (CNN without BN)", Paper::Holds, &col(|f| f.swa_beats_sgd_plain))?,
-        finding("the `sgd_after_swa.py` rule selects an epoch", Paper::Holds, &col(|f| f.rule_fires))?,
-        finding("the SWA→SGD line is asymmetric with SWA on its flat side", Paper::Holds, &col(|f| f.swa_on_flat_side))?,
-        finding("SWA's displacement lies inside the fitted gain region (0, c_max)", Paper::Holds, &col(|f| f.inside_gain_region))?,
-        finding("the chunk shifts are consistent with zero mean (sign test p ≥ 0.05)", Paper::Holds, &col(|f| f.zero_mean_shift))?,
-        finding("more U(0,1) directions are asymmetric with BN than without", Paper::Holds, &col(|f| f.bn_more_asymmetric))?,
-        finding("a U(0,1) direction through SWA is asymmetric (CNN with BN; per direction)", Paper::Holds, &directions)?,
-        finding("the test-loss minimum on the line lies between SWA and SGD (0 ≤ t ≤ 1)", Paper::NotStated, &col(|f| f.test_min_between))?,
-        finding("some β > 0 in w̄ + β(w̄ − w_sgd) lowers the test loss below SWA's", Paper::NotStated, &col(|f| f.beta_helps))?,
+        finding(
+            "SWA's test loss is below SGD's (CNN with BN)",
+            Paper::Holds,
+            &col(|f| f.swa_beats_sgd_bn),
+        )?,
+        finding(
+            "SWA's test loss is below SGD's (CNN without BN)",
+            Paper::Holds,
+            &col(|f| f.swa_beats_sgd_plain),
+        )?,
+        finding(
+            "the `sgd_after_swa.py` rule selects an epoch",
+            Paper::Holds,
+            &col(|f| f.rule_fires),
+        )?,
+        finding(
+            "the SWA→SGD line is asymmetric with SWA on its flat side",
+            Paper::Holds,
+            &col(|f| f.swa_on_flat_side),
+        )?,
+        finding(
+            "SWA's displacement lies inside the fitted gain region (0, c_max)",
+            Paper::Holds,
+            &col(|f| f.inside_gain_region),
+        )?,
+        finding(
+            "the chunk shifts are consistent with zero mean (sign test p ≥ 0.05)",
+            Paper::Holds,
+            &col(|f| f.zero_mean_shift),
+        )?,
+        finding(
+            "more U(0,1) directions are asymmetric with BN than without",
+            Paper::Holds,
+            &col(|f| f.bn_more_asymmetric),
+        )?,
+        finding(
+            "a U(0,1) direction through SWA is asymmetric (CNN with BN; per direction)",
+            Paper::Holds,
+            &directions,
+        )?,
+        finding(
+            "the test-loss minimum on the line lies between SWA and SGD (0 ≤ t ≤ 1)",
+            Paper::NotStated,
+            &col(|f| f.test_min_between),
+        )?,
+        finding(
+            "some β > 0 in w̄ + β(w̄ − w_sgd) lowers the test loss below SWA's",
+            Paper::NotStated,
+            &col(|f| f.beta_helps),
+        )?,
     ])
 }
 
@@ -104,32 +148,104 @@ pub fn findings(facts: &[SeedFacts]) -> Result<Vec<Finding>> {
 pub fn numbers(outcomes: &[SeedOutcome]) -> Result<Vec<Spread>> {
     let each = |f: &dyn Fn(&SeedOutcome) -> Option<f64>| outcomes.iter().map(f).collect::<Vec<_>>();
     let asym_fraction = |d: &[super::directions::DirectionOutcome]| {
-        (!d.is_empty())
-            .then(|| super::directions::asymmetric_count(d) as f64 / d.len() as f64)
+        (!d.is_empty()).then(|| super::directions::asymmetric_count(d) as f64 / d.len() as f64)
     };
     Ok(vec![
         Spread::of("SGD test loss, BN", each(&|s| Some(s.bn.sgd.test.loss)))?,
         Spread::of("SWA test loss, BN", each(&|s| Some(s.bn.swa.test.loss)))?,
-        Spread::of("SGD test accuracy %, BN", each(&|s| Some(s.bn.sgd.test.accuracy)))?,
-        Spread::of("SWA test accuracy %, BN", each(&|s| Some(s.bn.swa.test.accuracy)))?,
-        Spread::of("SGD test loss, no BN", each(&|s| Some(s.plain.sgd.test.loss)))?,
-        Spread::of("SWA test loss, no BN", each(&|s| Some(s.plain.swa.test.loss)))?,
-        Spread::of("SGD test accuracy %, no BN", each(&|s| Some(s.plain.sgd.test.accuracy)))?,
-        Spread::of("SWA test accuracy %, no BN", each(&|s| Some(s.plain.swa.test.accuracy)))?,
-        Spread::of("restart epoch selected (fired seeds)", each(&|s| s.restart.selected.map(|e| (e + 1) as f64)))?,
-        Spread::of("line: ‖w_sgd − w_swa‖ (fired seeds)", each(&|s| s.line.as_ref().map(|l| l.profiles.distance)))?,
-        Spread::of("line: t_min of the training loss", each(&|s| s.line.as_ref()?.valley.as_ref().map(|v| v.t_min)))?,
-        Spread::of("line: rise ratio R at the training minimum", each(&|s| s.line.as_ref()?.valley.as_ref().map(|v| v.asymmetry.rise_ratio)))?,
-        Spread::of("line: t of the test-loss minimum", each(&|s| s.line.as_ref().map(|l| l.test_min_t)))?,
-        Spread::of("shift scale σ̂ (t units; uncensored seeds)", each(&|s| s.line.as_ref()?.shift.usable_scale()))?,
-        Spread::of("sign-test p of the chunk shifts (uncensored seeds)", each(&|s| s.line.as_ref().filter(|l| l.shift.at_bound == 0).map(|l| l.shift.p_value)))?,
-        Spread::of("c* (t units from t_min)", each(&|s| s.line.as_ref()?.bias.map(|b| b.c_star)))?,
+        Spread::of(
+            "SGD test accuracy %, BN",
+            each(&|s| Some(s.bn.sgd.test.accuracy)),
+        )?,
+        Spread::of(
+            "SWA test accuracy %, BN",
+            each(&|s| Some(s.bn.swa.test.accuracy)),
+        )?,
+        Spread::of(
+            "SGD test loss, no BN",
+            each(&|s| Some(s.plain.sgd.test.loss)),
+        )?,
+        Spread::of(
+            "SWA test loss, no BN",
+            each(&|s| Some(s.plain.swa.test.loss)),
+        )?,
+        Spread::of(
+            "SGD test accuracy %, no BN",
+            each(&|s| Some(s.plain.sgd.test.accuracy)),
+        )?,
+        Spread::of(
+            "SWA test accuracy %, no BN",
+            each(&|s| Some(s.plain.swa.test.accuracy)),
+        )?,
+        Spread::of(
+            "restart epoch selected (fired seeds)",
+            each(&|s| s.restart.selected.map(|e| (e + 1) as f64)),
+        )?,
+        Spread::of(
+            "line: ‖w_sgd − w_swa‖ (fired seeds)",
+            each(&|s| s.line.as_ref().map(|l| l.profiles.distance)),
+        )?,
+        Spread::of(
+            "line: t_min of the training loss",
+            each(&|s| s.line.as_ref()?.valley.as_ref().map(|v| v.t_min)),
+        )?,
+        Spread::of(
+            "line: rise ratio R at the training minimum",
+            each(&|s| {
+                s.line
+                    .as_ref()?
+                    .valley
+                    .as_ref()
+                    .map(|v| v.asymmetry.rise_ratio)
+            }),
+        )?,
+        Spread::of(
+            "line: t of the test-loss minimum",
+            each(&|s| s.line.as_ref().map(|l| l.test_min_t)),
+        )?,
+        Spread::of(
+            "shift scale σ̂ (t units; uncensored seeds)",
+            each(&|s| s.line.as_ref()?.shift.usable_scale()),
+        )?,
+        Spread::of(
+            "sign-test p of the chunk shifts (uncensored seeds)",
+            each(&|s| {
+                s.line
+                    .as_ref()
+                    .filter(|l| l.shift.at_bound == 0)
+                    .map(|l| l.shift.p_value)
+            }),
+        )?,
+        Spread::of(
+            "c* (t units from t_min)",
+            each(&|s| s.line.as_ref()?.bias.map(|b| b.c_star)),
+        )?,
         Spread::of("c_max", each(&|s| s.line.as_ref()?.bias.map(|b| b.c_max)))?,
-        Spread::of("SWA's displacement −t_min", each(&|s| s.line.as_ref()?.bias.and(s.line.as_ref()?.valley.as_ref().map(|v| -v.t_min))))?,
-        Spread::of("fraction of U(0,1) directions asymmetric, BN", each(&|s| asym_fraction(&s.bn.uniform)))?,
-        Spread::of("fraction of U(0,1) directions asymmetric, no BN", each(&|s| asym_fraction(&s.plain.uniform)))?,
-        Spread::of("median |ln R| over U(0,1) directions, BN", each(&|s| median_abs_log(&s.bn.uniform)))?,
-        Spread::of("median |ln R| over U(0,1) directions, no BN", each(&|s| median_abs_log(&s.plain.uniform)))?,
+        Spread::of(
+            "SWA's displacement −t_min",
+            each(&|s| {
+                s.line
+                    .as_ref()?
+                    .bias
+                    .and(s.line.as_ref()?.valley.as_ref().map(|v| -v.t_min))
+            }),
+        )?,
+        Spread::of(
+            "fraction of U(0,1) directions asymmetric, BN",
+            each(&|s| asym_fraction(&s.bn.uniform)),
+        )?,
+        Spread::of(
+            "fraction of U(0,1) directions asymmetric, no BN",
+            each(&|s| asym_fraction(&s.plain.uniform)),
+        )?,
+        Spread::of(
+            "median |ln R| over U(0,1) directions, BN",
+            each(&|s| median_abs_log(&s.bn.uniform)),
+        )?,
+        Spread::of(
+            "median |ln R| over U(0,1) directions, no BN",
+            each(&|s| median_abs_log(&s.plain.uniform)),
+        )?,
     ])
 }
 
@@ -146,7 +262,9 @@ pub fn run_study(
 ) -> Result<Study> {
     let mut outcomes = Vec::with_capacity(config.seeds as usize);
     for seed in 0..config.seeds {
-        outcomes.push(run_seed(config, data, seed, &mut |stage| progress(seed, stage))?);
+        outcomes.push(run_seed(config, data, seed, &mut |stage| {
+            progress(seed, stage)
+        })?);
     }
     summarize(config.clone(), outcomes)
 }

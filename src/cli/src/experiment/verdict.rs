@@ -113,16 +113,37 @@ mod tests {
         // Wilson 95 % at n = 8: k = 7 → [0.529, 0.978] (above 1/2), k = 6 → [0.409, 0.929].
         assert_eq!(verdict(8, 8, Paper::Holds).unwrap().1, Verdict::Agrees);
         assert_eq!(verdict(7, 8, Paper::Holds).unwrap().1, Verdict::Agrees);
-        assert_eq!(verdict(6, 8, Paper::Holds).unwrap().1, Verdict::Inconclusive);
-        assert_eq!(verdict(2, 8, Paper::Holds).unwrap().1, Verdict::Inconclusive);
+        assert_eq!(
+            verdict(6, 8, Paper::Holds).unwrap().1,
+            Verdict::Inconclusive
+        );
+        assert_eq!(
+            verdict(2, 8, Paper::Holds).unwrap().1,
+            Verdict::Inconclusive
+        );
         assert_eq!(verdict(1, 8, Paper::Holds).unwrap().1, Verdict::Disagrees);
         assert_eq!(verdict(0, 8, Paper::Holds).unwrap().1, Verdict::Disagrees);
         // Three seeds never decide: 3/3 has lo = 0.438.
-        assert_eq!(verdict(3, 3, Paper::Holds).unwrap().1, Verdict::Inconclusive);
-        assert_eq!(verdict(0, 3, Paper::Holds).unwrap().1, Verdict::Inconclusive);
-        assert_eq!(verdict(8, 8, Paper::NotStated).unwrap().1, Verdict::MostSeeds);
-        assert_eq!(verdict(0, 8, Paper::NotStated).unwrap().1, Verdict::FewSeeds);
-        assert_eq!(verdict(0, 0, Paper::Holds).unwrap(), (None, Verdict::NotMeasured));
+        assert_eq!(
+            verdict(3, 3, Paper::Holds).unwrap().1,
+            Verdict::Inconclusive
+        );
+        assert_eq!(
+            verdict(0, 3, Paper::Holds).unwrap().1,
+            Verdict::Inconclusive
+        );
+        assert_eq!(
+            verdict(8, 8, Paper::NotStated).unwrap().1,
+            Verdict::MostSeeds
+        );
+        assert_eq!(
+            verdict(0, 8, Paper::NotStated).unwrap().1,
+            Verdict::FewSeeds
+        );
+        assert_eq!(
+            verdict(0, 0, Paper::Holds).unwrap(),
+            (None, Verdict::NotMeasured)
+        );
     }
 
     #[test]

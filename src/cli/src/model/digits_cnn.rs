@@ -81,7 +81,10 @@ impl DigitsCnn {
 
 impl BatchNormModel for DigitsCnn {
     fn batch_norms(&self) -> Vec<&BatchNorm> {
-        self.convs.iter().filter_map(|(_, bn)| bn.as_ref()).collect()
+        self.convs
+            .iter()
+            .filter_map(|(_, bn)| bn.as_ref())
+            .collect()
     }
 
     fn forward_train(&self, xs: &Tensor) -> Result<Tensor> {
