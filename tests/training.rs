@@ -1,7 +1,7 @@
 //! The demo's training pieces: the `train2.py` learning-rate schedule (claim 10 of the paper's experiment: the official schedule)
 //! and SWA inside a real training run equal to the mean of the end-of-epoch weights.
 use asymvalley_cli::data::Digits;
-use asymvalley_cli::model::{DigitsNet, DigitsNetConfig};
+use asymvalley_cli::model::{DigitsCnn, DigitsCnnConfig};
 use asymvalley_cli::train::{train_sgd_swa, SgdConfig, SwaSchedule};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
@@ -40,10 +40,10 @@ fn swa_in_training_is_the_mean_of_end_of_epoch_weights() {
     let data = Digits::load(Device::Cpu).unwrap();
     assert_eq!((data.train.len(), data.test.len()), (1437, 360));
     let vs = VarStore::new(Device::Cpu);
-    let net = DigitsNet::new(
+    let net = DigitsCnn::new(
         &vs.root(),
-        &DigitsNetConfig {
-            hidden: vec![32],
+        &DigitsCnnConfig {
+            channels: [4, 8],
             ..Default::default()
         },
     )
@@ -61,7 +61,7 @@ fn swa_in_training_is_the_mean_of_end_of_epoch_weights() {
         seed: 5,
     };
     let mut snapshots: Vec<Tensor> = Vec::new();
-    let w = vs.variables()["hidden0.linear.weight"].shallow_clone();
+    let w = vs.variables()["conv1.weight"].shallow_clone();
     let run = train_sgd_swa(&vs, &net, &data.train, &schedule, &sgd, |epoch, _, _| {
         if schedule.averages_after(epoch) {
             snapshots.push(w.to_kind(Kind::Double));
@@ -72,7 +72,7 @@ fn swa_in_training_is_the_mean_of_end_of_epoch_weights() {
     let mean = Tensor::stack(&snapshots, 0).mean_dim(0, false, Kind::Double);
     let got = run
         .averager
-        .averaged("hidden0.linear.weight")
+        .averaged("conv1.weight")
         .unwrap()
         .to_kind(Kind::Double);
     assert!((got - mean).abs().max().double_value(&[]) < 1e-6);
@@ -102,12 +102,15 @@ fn demo_refuses(extra: &[&str]) -> String {
 fn demo_arguments_are_validated_before_any_work() {
     for (args, needle) in [
         (&["--points", "0"][..], "--points = 0"),
-        (&["--cheap-k", "0"], "--cheap-k = 0"),
+        (&["--chunks", "0"], "--chunks = 0"),
+        (&["--chunks", "361"], "--chunks = 361"),
+        (&["--seeds", "0"], "--seeds = 0"),
         (&["--lr-init", "NaN"], "--lr-init = NaN"),
         (&["--weight-decay=-1"], "--weight-decay = -1"),
-        (&["--plain-lr-init=-0.1"], "--plain-lr-init = -0.1"),
-        (&["--epochs", "10", "--swa-start", "10"], "--swa-start = 10"),
-        (&["--hidden", "0"], "--hidden"),
+        (&["--epochs", "10", "--swa-start", "11"], "--swa-start = 11"),
+        (&["--batch", "1"], "--batch = 1"),
+        (&["--channels", "0,4"], "--channels"),
+        (&["--channels", "4"], "--channels"),
     ] {
         let stderr = demo_refuses(args);
         assert!(stderr.contains(needle), "{args:?}: {stderr}");

@@ -42,13 +42,18 @@ pub struct Panel {
     pub markers: Vec<Marker>,
 }
 
-const COLORS: [RGBColor; 6] = [
+/// Ten distinguishable colours (matplotlib's tab10), so that a study's seeds 0–9 each get one.
+const COLORS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
     RGBColor(255, 127, 14),
     RGBColor(148, 103, 189),
     RGBColor(127, 127, 127),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
 
 fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {

@@ -118,6 +118,43 @@ pub fn bootstrap_median(xs: &[f64], level: f64, resamples: usize, seed: u64) -> 
     ))
 }
 
+/// The exact two-sided sign test of "positive and negative signs are equally likely" (a zero
+/// median), from `positive` and `negative` counts (zeros are dropped before counting): with
+/// `n = positive + negative` and `m = min(positive, negative)`,
+/// `p = min(1, 2 · Σ_{i ≤ m} C(n, i) / 2ⁿ)`. With no signs at all there is no evidence: p = 1.
+pub fn sign_test(positive: u64, negative: u64) -> Result<f64> {
+    let n = positive
+        .checked_add(negative)
+        .filter(|&n| n <= 1000)
+        .ok_or_else(|| {
+            invalid(
+                "positive + negative",
+                positive.saturating_add(negative),
+                "at most 1000 signs",
+            )
+        })?;
+    let m = positive.min(negative);
+    // Σ C(n, i)/2ⁿ in f64 by the recurrence C(n, i+1) = C(n, i)(n − i)/(i + 1), starting at 2⁻ⁿ
+    // in log space so that n up to 1000 does not underflow the first term.
+    let mut term = (-(n as f64) * std::f64::consts::LN_2).exp();
+    let mut tail = 0.0;
+    for i in 0..=m {
+        tail += term;
+        term *= (n - i) as f64 / (i + 1) as f64;
+    }
+    Ok((2.0 * tail).min(1.0))
+}
+
+/// The quartiles of `xs` (type 7): `[Q(0.25), median, Q(0.75)]`, the "median [IQR]" of a report.
+pub fn quartiles(xs: &[f64]) -> Result<[f64; 3]> {
+    let s = sorted_finite(xs)?;
+    Ok([
+        quantile_sorted(&s, 0.25),
+        quantile_sorted(&s, 0.5),
+        quantile_sorted(&s, 0.75),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +237,30 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("resamples"));
+    }
+    #[test]
+    fn sign_test_matches_the_binomial_tail() {
+        // Exact values: 8 of 8 → 2/2⁸; 7 vs 1 → 2·(1 + 8)/2⁸; 4 vs 4 → 1 (capped); 9 vs 1 → 2·11/2¹⁰.
+        close(sign_test(8, 0).unwrap(), 2.0 / 256.0, 1e-15);
+        close(sign_test(1, 7).unwrap(), 18.0 / 256.0, 1e-15);
+        close(sign_test(4, 4).unwrap(), 1.0, 0.0);
+        close(sign_test(9, 1).unwrap(), 22.0 / 1024.0, 1e-15);
+        close(sign_test(0, 0).unwrap(), 1.0, 0.0);
+        // 2·Σ_{i≤20} C(100, i)/2¹⁰⁰ = 1.11591e-9 (exact integer arithmetic)
+        close(sign_test(20, 80).unwrap() / 1.1159e-9, 1.0, 1e-3);
+        assert!(sign_test(900, 900)
+            .unwrap_err()
+            .to_string()
+            .contains("1800"));
+    }
+
+    #[test]
+    fn quartiles_are_the_type_7_quantiles() {
+        // numpy.quantile([1, 2, 3, 4, 10], [.25, .5, .75]) = [2, 3, 4]
+        assert_eq!(
+            quartiles(&[10.0, 1.0, 3.0, 2.0, 4.0]).unwrap(),
+            [2.0, 3.0, 4.0]
+        );
+        assert!(quartiles(&[]).is_err());
     }
 }
