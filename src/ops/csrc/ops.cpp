@@ -34,10 +34,14 @@
 // Never include torch/extension.h here: it pulls in pybind11 and links libpython, which a
 // library loaded by torch.ops.load_library (and by Rust, with no Python) must not need.
 #include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
+#include <c10/core/InferenceMode.h>
 #include <torch/custom_class.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cfloat>
+#include <cmath>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -194,6 +198,87 @@ bool quick_update_ok(at::TensorList avg, at::TensorList params, const at::Tensor
   return no_written_overlap(spans);
 }
 
+// `name[i]` as the schema names the tensor (`avg[3]`), or `name` alone for a single tensor.
+std::string arg_name(const char* name, int64_t i) {
+  return i < 0 ? std::string(name) : std::string(name) + "[" + std::to_string(i) + "]";
+}
+
+// Whether two elements of `t` may share an address. ATen's `has_internal_overlap` answers
+// "yes" for a stride-0 dimension and "no" for a non-overlapping dense tensor; for the other
+// strided views (`as_strided`, slices with steps) this decides: with the dimensions of size > 1
+// sorted by stride, each stride must exceed the span of all smaller ones (the layout of any
+// slice of a contiguous tensor). Anything else is refused as "may overlap".
+bool may_self_overlap(const at::Tensor& t) {
+  // A fake tensor with symbolic sizes (torch.compile with dynamic shapes) has no layout to check
+  // yet; the real call checks its real tensors.
+  if (t.unsafeGetTensorImpl()->has_symbolic_sizes_strides()) return false;
+  if (t.numel() <= 1) return false;
+  switch (at::has_internal_overlap(t)) {
+    case at::MemOverlap::Yes: return true;
+    case at::MemOverlap::No: return false;
+    default: break;
+  }
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size)
+  for (int64_t k = 0; k < t.dim(); ++k) {
+    if (t.size(k) > 1) dims.emplace_back(t.stride(k), t.size(k));
+  }
+  std::sort(dims.begin(), dims.end());
+  int64_t reach = 0;  // the largest element offset reachable with the dimensions so far
+  for (const auto& [stride, size] : dims) {
+    if (stride <= reach) return true;
+    reach += (size - 1) * stride;
+  }
+  return false;
+}
+
+// Refuses, before anything is written, a tensor the kernels cannot use as given, whatever its
+// dtype and shape: a non-strided layout (sparse, mkldnn), a quantized tensor, and for a tensor
+// the op writes (`written`) an inference tensor outside inference mode (ATen refuses that
+// in-place write, but only when it reaches that tensor, after the earlier ones were written) and
+// a layout whose elements overlap (an `expand` or `as_strided` view: an in-place write would
+// race with itself or fail in TensorIterator half-way through the list).
+void check_usable(const char* op, const char* name, int64_t i, const at::Tensor& t, bool written) {
+  if (!t.defined()) return;  // the pairing checks name undefined tensors
+  TORCH_CHECK(t.layout() == at::kStrided, "invalid ", arg_name(name, i), " = a tensor of layout ",
+              t.layout(), " (in ", op, "): expected a dense tensor (layout torch.strided)");
+  TORCH_CHECK(!t.is_quantized(), "invalid ", arg_name(name, i), " = a quantized tensor (in ", op,
+              "): expected a floating-point tensor (dequantize() it first)");
+  if (!written) return;
+  TORCH_CHECK(!t.is_inference() || c10::InferenceMode::is_enabled(), "invalid ", arg_name(name, i),
+              " = an inference tensor (made under torch.inference_mode()) (in ", op,
+              "): expected a normal tensor; an inference tensor may be updated in place only inside "
+              "torch.inference_mode()");
+  if (may_self_overlap(t)) {
+    for (int64_t k = 0; k < t.dim(); ++k) {
+      TORCH_CHECK(t.stride(k) != 0 || t.size(k) <= 1, "invalid ", arg_name(name, i),
+                  " = a view with stride 0 in dimension ", k, " (sizes ", t.sizes(), ", strides ",
+                  t.strides(), ") (in ", op, "): expected a tensor whose elements have distinct "
+                  "addresses (an expand() view cannot be written in place; clone() it)");
+    }
+    TORCH_CHECK(false, "invalid ", arg_name(name, i), " = a view whose elements overlap in memory (sizes ",
+                t.sizes(), ", strides ", t.strides(), ") (in ", op, "): expected a tensor whose elements "
+                "have distinct addresses (an as_strided view cannot be written in place; clone() it)");
+  }
+}
+
+void check_usable_list(const char* op, const char* name, at::TensorList ts, bool written) {
+  for (size_t i = 0; i < ts.size(); ++i) check_usable(op, name, static_cast<int64_t>(i), ts[i], written);
+}
+
+// `bias_toward_flat_` lerps with weight 1 + beta in the opmath type of each avg dtype (float for
+// float16/bfloat16/float32, double for float64): ATen converts the weight with an overflow check
+// and would throw at the first float32 group, after the float64 groups were written.
+void check_beta(const char* op, at::TensorList avg, double beta) {
+  TORCH_CHECK(std::isfinite(beta), "invalid beta = ", beta, " (in ", op, "): expected a finite number");
+  const double w = 1.0 + beta;
+  for (size_t i = 0; i < avg.size(); ++i) {
+    if (!avg[i].defined() || avg[i].scalar_type() == at::kDouble) continue;
+    TORCH_CHECK(std::fabs(w) <= static_cast<double>(FLT_MAX), "invalid beta = ", beta, " (in ", op,
+                "): expected |1 + beta| <= ", static_cast<double>(FLT_MAX), " (the largest torch.float32: avg[",
+                i, "] is ", avg[i].scalar_type(), ", computed in float32)");
+  }
+}
+
 // The counter of `swa_update_`/`ema_update_`: an int64 0-dim tensor, and on the CPU not negative
 // (a negative count would act as weight 1, a copy). A device counter is not read here: reading it
 // would cost a sync per update.
@@ -219,7 +304,12 @@ void check_counter_value(const char* op, const at::Tensor& c) {
 
 void check_update(const char* op, at::TensorList avg, at::TensorList params,
                   const at::Tensor* counter, c10::optional<double> decay) {
-  if (counter != nullptr) check_counter_value(op, *counter);
+  check_usable_list(op, "avg", avg, /*written=*/true);
+  check_usable_list(op, "params", params, /*written=*/false);
+  if (counter != nullptr) {
+    check_usable(op, "n_averaged", -1, *counter, /*written=*/true);
+    check_counter_value(op, *counter);
+  }
   if (quick_update_ok(avg, params, counter, decay)) return;
   Descs a(avg), p(params);
   std::vector<at::Tensor> c;
@@ -344,18 +434,32 @@ void ema_update_(at::TensorList avg, at::TensorList params, const at::Tensor& n_
 
 // bias_toward_flat_(out, avg, anchor, beta): out <- avg + beta*(avg - anchor) = lerp(anchor, avg, 1+beta).
 // Computed into a temporary in avg's dtype, then copied: `out` may alias `avg` or `anchor`.
+void check_bias(at::TensorList out, at::TensorList avg, at::TensorList anchor, double beta) {
+  const char* op = "bias_toward_flat_";
+  check_usable_list(op, "out", out, /*written=*/true);
+  check_usable_list(op, "avg", avg, /*written=*/false);
+  check_usable_list(op, "anchor", anchor, /*written=*/false);
+  Descs o(out), a(avg), c(anchor);
+  raise_if(asymvalley_op_check_bias(o.data(), o.size(), a.data(), a.size(), c.data(), c.size(), beta));
+  check_beta(op, avg, beta);
+}
+
 void bias_toward_flat_(at::TensorList out, at::TensorList avg, at::TensorList anchor, double beta) {
-  {
-    Descs o(out), a(avg), c(anchor);
-    raise_if(asymvalley_op_check_bias(o.data(), o.size(), a.data(), a.size(), c.data(), c.size(), beta));
-  }
+  check_bias(out, avg, anchor, beta);
   at::NoGradGuard no_grad;
-  for (const auto& g : groups_of(avg)) {
+  // Every group is computed before any `out` is written: an `out` of one group may alias the
+  // `avg` or `anchor` of a later one.
+  const auto groups = groups_of(avg);
+  std::vector<std::vector<at::Tensor>> biased;
+  biased.reserve(groups.size());
+  for (const auto& g : groups) {
     auto a = pick(avg, g);
     auto c = in_dtype_of(a, pick(anchor, g));
-    auto biased = at::_foreach_lerp(c, a, at::Scalar(1.0 + beta));
-    auto o = pick(out, g);
-    at::_foreach_copy_(o, biased, /*non_blocking=*/false);
+    biased.push_back(at::_foreach_lerp(c, a, at::Scalar(1.0 + beta)));
+  }
+  for (size_t k = 0; k < groups.size(); ++k) {
+    auto o = pick(out, groups[k]);
+    at::_foreach_copy_(o, biased[k], /*non_blocking=*/false);
   }
 }
 
@@ -368,8 +472,7 @@ void ema_update_meta(at::TensorList avg, at::TensorList params, const at::Tensor
   check_update("ema_update_", avg, params, &n_averaged, decay);
 }
 void bias_toward_flat_meta(at::TensorList out, at::TensorList avg, at::TensorList anchor, double beta) {
-  Descs o(out), a(avg), c(anchor);
-  raise_if(asymvalley_op_check_bias(o.data(), o.size(), a.data(), a.size(), c.data(), c.size(), beta));
+  check_bias(out, avg, anchor, beta);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -512,6 +615,7 @@ struct Averager : torch::CustomClassHolder {
   void copy_to(std::vector<at::Tensor> params) {
     std::lock_guard<std::mutex> lock(mu);
     require_average("copy_to");
+    check_usable_list("Averager.copy_to", "params", params, /*written=*/true);
     Descs d(params), s(views);
     raise_if(asymvalley_op_check_write("Averager.copy_to", d.data(), d.size(), s.data(), s.size(), 0));
     at::NoGradGuard no_grad;
@@ -523,6 +627,7 @@ struct Averager : torch::CustomClassHolder {
   void swap(std::vector<at::Tensor> params) {
     std::lock_guard<std::mutex> lock(mu);
     require_average("swap");
+    check_usable_list("Averager.swap", "params", params, /*written=*/true);
     Descs d(params), s(views);
     raise_if(asymvalley_op_check_write("Averager.swap", d.data(), d.size(), s.data(), s.size(), 1));
     at::NoGradGuard no_grad;
