@@ -1,7 +1,7 @@
 // The TorchScript op library: `torch.ops.asymvalley.*` and `torch.classes.asymvalley.Averager`.
 //
-// This file registers the schemas and the kernels; Rust (src/op/) validates every call before a
-// tensor is touched and decides what an Averager update does. The kernels call `at::_foreach_*`,
+// This file registers the schemas and the kernels; validate.cpp checks every call before a
+// tensor is touched, and Rust (src/ops/src/rule.rs) decides what an Averager update does. The kernels call `at::_foreach_*`,
 // one call per (device, dtype) group, so a CUDA update is a handful of fused launches.
 //
 // Counter and weight, without a device sync:
@@ -14,13 +14,8 @@
 //   of the first call (`lerp(a, b, 1) == b` exactly for finite `a`). That overload loops per
 //   tensor on CUDA: it trades launches for the absence of a sync.
 //
-// Validation cost: `check_update` first runs `quick_update_ok`, a tight C++ loop over the same
-// checks that reads only TensorImpl fields (no strings, no allocation but one span vector). When
-// it accepts, the call is valid; when anything looks wrong it only says "not sure", and the Rust
-// checks (src/op/, the single authority) decide and word the error. So a bad input still gets the
-// Rust message and nothing is modified, and a good one costs ~1/10 of the Rust path (which builds
-// owned descriptions: device strings, size vectors). Keep `quick_update_ok` no more permissive
-// than `check_update` in src/op/mod.rs.
+// Validation: every op and class method first calls the one validator (validate.h), which reads
+// only TensorImpl fields and words every error; nothing is written before it accepts.
 //
 // Mixed dtypes (a bf16 model into an fp32 average): ATen has no mixed-dtype `_foreach_lerp_`
 // (`lerp` requires equal dtypes; a mixed foreach list takes the per-tensor slow path), so the
@@ -34,290 +29,22 @@
 // Never include torch/extension.h here: it pulls in pybind11 and links libpython, which a
 // library loaded by torch.ops.load_library (and by Rust, with no Python) must not need.
 #include <ATen/ATen.h>
-#include <ATen/MemoryOverlap.h>
-#include <c10/core/InferenceMode.h>
 #include <torch/custom_class.h>
 #include <torch/library.h>
 
-#include <algorithm>
-#include <cfloat>
-#include <cmath>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
 
-extern "C" {
-// Must match `AsvTensorDesc` in src/op/mod.rs.
-struct AsvTensorDesc {
-  int32_t dtype;
-  int32_t has_span;
-  int64_t ndim;
-  const int64_t* sizes;
-  const char* device;
-  size_t start;
-  size_t end;
-};
-
-char* asymvalley_op_check_update(const char* op, const AsvTensorDesc* avg, size_t n_avg,
-                                 const AsvTensorDesc* params, size_t n_params,
-                                 const AsvTensorDesc* counter, double decay, int32_t has_decay);
-char* asymvalley_op_check_bias(const AsvTensorDesc* out, size_t n_out, const AsvTensorDesc* avg,
-                               size_t n_avg, const AsvTensorDesc* anchor, size_t n_anchor,
-                               double beta);
-char* asymvalley_op_check_write(const char* op, const AsvTensorDesc* dst, size_t n_dst,
-                                const AsvTensorDesc* src, size_t n_src, int32_t src_mutated);
-char* asymvalley_op_averager_plan(const char* mode, const char* warmup, double decay,
-                                  double inv_gamma, double power, double min_decay,
-                                  int64_t update_after_step, int64_t update_every, int64_t steps,
-                                  int64_t n_averaged, int32_t* action, double* weight);
-double asymvalley_op_swa_weight(int64_t n_averaged);
-void asymvalley_op_free_error(char* msg);
-}
+#include "rust_ffi.h"
+#include "validate.h"
 
 namespace asymvalley {
 namespace {
-
-// Descriptions of a list of tensors, kept alive while Rust reads them.
-class Descs {
- public:
-  explicit Descs(at::ArrayRef<at::Tensor> ts) {
-    const size_t n = ts.size();
-    devices_.reserve(n);
-    sizes_.reserve(n);
-    descs_.reserve(n);
-    for (const auto& t : ts) {
-      TORCH_CHECK(t.defined(), "asymvalley: an undefined tensor was passed");
-      devices_.push_back(t.device().str());
-      sizes_.emplace_back(t.sizes().begin(), t.sizes().end());
-      AsvTensorDesc d{};
-      d.dtype = static_cast<int32_t>(t.scalar_type());
-      d.ndim = t.dim();
-      // Meta/fake tensors have no memory: no span, no aliasing check.
-      if (!t.is_meta() && t.has_storage() && t.numel() > 0 && t.data_ptr() != nullptr) {
-        int64_t extent = 1;
-        for (int64_t k = 0; k < t.dim(); ++k) extent += (t.size(k) - 1) * t.stride(k);
-        d.has_span = 1;
-        d.start = reinterpret_cast<size_t>(t.data_ptr());
-        d.end = d.start + static_cast<size_t>(extent) * t.element_size();
-      }
-      descs_.push_back(d);
-    }
-    for (size_t i = 0; i < n; ++i) {
-      descs_[i].sizes = sizes_[i].data();
-      descs_[i].device = devices_[i].c_str();
-    }
-  }
-  const AsvTensorDesc* data() const { return descs_.empty() ? nullptr : descs_.data(); }
-  size_t size() const { return descs_.size(); }
-
- private:
-  std::vector<std::string> devices_;
-  std::vector<std::vector<int64_t>> sizes_;
-  std::vector<AsvTensorDesc> descs_;
-};
-
-// Rethrows a Rust error message as a c10::Error (Python: RuntimeError).
-void raise_if(char* msg) {
-  if (msg == nullptr) return;
-  std::string text(msg);
-  asymvalley_op_free_error(msg);
-  TORCH_CHECK(false, text);
-}
-
-bool is_op_float(at::ScalarType t) {
-  return t == at::kHalf || t == at::kFloat || t == at::kDouble || t == at::kBFloat16;
-}
-
-// Counters are int64 only: a narrower counter wraps (uint8 after 255 updates) and the next update
-// would then copy instead of averaging.
-bool is_op_integer(at::ScalarType t) { return t == at::kLong; }
-
-struct Span {
-  uintptr_t start, end;
-  bool mutated;
-};
-
-// The bytes `t`'s elements occupy, as `Descs` computes them (none for meta/empty tensors).
-void push_span(std::vector<Span>& spans, const at::Tensor& t, bool mutated) {
-  if (t.is_meta() || !t.has_storage() || t.numel() == 0) return;
-  const void* p = t.data_ptr();
-  if (p == nullptr) return;
-  int64_t extent = 1;
-  const auto sizes = t.sizes();
-  const auto strides = t.strides();
-  for (size_t k = 0; k < sizes.size(); ++k) extent += (sizes[k] - 1) * strides[k];
-  const auto start = reinterpret_cast<uintptr_t>(p);
-  spans.push_back(Span{start, start + static_cast<uintptr_t>(extent) * t.element_size(), mutated});
-}
-
-// The sweep of `check::check_aliasing`: no written span overlaps any other span.
-bool no_written_overlap(std::vector<Span>& spans) {
-  std::sort(spans.begin(), spans.end(), [](const Span& x, const Span& y) {
-    return x.start != y.start ? x.start < y.start : x.end < y.end;
-  });
-  uintptr_t any_end = 0, written_end = 0;
-  bool any = false, written = false;
-  for (const auto& s : spans) {
-    if (s.mutated ? (any && s.start < any_end) : (written && s.start < written_end)) return false;
-    if (!any || s.end > any_end) any_end = s.end, any = true;
-    if (s.mutated && (!written || s.end > written_end)) written_end = s.end, written = true;
-  }
-  return true;
-}
-
-// True only when every check of `check_update` (src/op/mod.rs) passes: lists, dtypes (the
-// Accumulate rule), shapes, devices, counter, decay, aliasing. False means "ask Rust".
-bool quick_update_ok(at::TensorList avg, at::TensorList params, const at::Tensor* counter,
-                     c10::optional<double> decay) {
-  const size_t n = avg.size();
-  if (n == 0 || params.size() != n) return false;
-  if (decay.has_value() && !(*decay > 0.0 && *decay < 1.0)) return false;
-  thread_local std::vector<Span> spans;
-  spans.clear();
-  spans.reserve(2 * n + 1);
-  for (size_t i = 0; i < n; ++i) {
-    const auto& a = avg[i];
-    const auto& p = params[i];
-    if (!a.defined() || !p.defined()) return false;
-    const auto ad = a.scalar_type(), pd = p.scalar_type();
-    if (!is_op_float(ad) || !is_op_float(pd)) return false;
-    if (pd != ad && ad != at::kFloat && ad != at::kDouble) return false;
-    if (a.device() != p.device() || !a.sizes().equals(p.sizes())) return false;
-    push_span(spans, a, true);
-    push_span(spans, p, false);
-  }
-  if (counter != nullptr) {
-    const auto& c = *counter;
-    if (!c.defined() || c.dim() != 0 || !is_op_integer(c.scalar_type())) return false;
-    if (!c.device().is_cpu() && c.device() != avg[0].device()) return false;
-    push_span(spans, c, true);
-  }
-  return no_written_overlap(spans);
-}
-
-// `name[i]` as the schema names the tensor (`avg[3]`), or `name` alone for a single tensor.
-std::string arg_name(const char* name, int64_t i) {
-  return i < 0 ? std::string(name) : std::string(name) + "[" + std::to_string(i) + "]";
-}
-
-// Whether two elements of `t` may share an address. ATen's `has_internal_overlap` answers
-// "yes" for a stride-0 dimension and "no" for a non-overlapping dense tensor; for the other
-// strided views (`as_strided`, slices with steps) this decides: with the dimensions of size > 1
-// sorted by stride, each stride must exceed the span of all smaller ones (the layout of any
-// slice of a contiguous tensor). Anything else is refused as "may overlap".
-bool may_self_overlap(const at::Tensor& t) {
-  // A fake tensor with symbolic sizes (torch.compile with dynamic shapes) has no layout to check
-  // yet; the real call checks its real tensors.
-  if (t.unsafeGetTensorImpl()->has_symbolic_sizes_strides()) return false;
-  if (t.numel() <= 1) return false;
-  switch (at::has_internal_overlap(t)) {
-    case at::MemOverlap::Yes: return true;
-    case at::MemOverlap::No: return false;
-    default: break;
-  }
-  std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size)
-  for (int64_t k = 0; k < t.dim(); ++k) {
-    if (t.size(k) > 1) dims.emplace_back(t.stride(k), t.size(k));
-  }
-  std::sort(dims.begin(), dims.end());
-  int64_t reach = 0;  // the largest element offset reachable with the dimensions so far
-  for (const auto& [stride, size] : dims) {
-    if (stride <= reach) return true;
-    reach += (size - 1) * stride;
-  }
-  return false;
-}
-
-// Refuses, before anything is written, a tensor the kernels cannot use as given, whatever its
-// dtype and shape: a non-strided layout (sparse, mkldnn), a quantized tensor, and for a tensor
-// the op writes (`written`) an inference tensor outside inference mode (ATen refuses that
-// in-place write, but only when it reaches that tensor, after the earlier ones were written) and
-// a layout whose elements overlap (an `expand` or `as_strided` view: an in-place write would
-// race with itself or fail in TensorIterator half-way through the list).
-void check_usable(const char* op, const char* name, int64_t i, const at::Tensor& t, bool written) {
-  if (!t.defined()) return;  // the pairing checks name undefined tensors
-  TORCH_CHECK(t.layout() == at::kStrided, "invalid ", arg_name(name, i), " = a tensor of layout ",
-              t.layout(), " (in ", op, "): expected a dense tensor (layout torch.strided)");
-  TORCH_CHECK(!t.is_quantized(), "invalid ", arg_name(name, i), " = a quantized tensor (in ", op,
-              "): expected a floating-point tensor (dequantize() it first)");
-  if (!written) return;
-  TORCH_CHECK(!t.is_inference() || c10::InferenceMode::is_enabled(), "invalid ", arg_name(name, i),
-              " = an inference tensor (made under torch.inference_mode()) (in ", op,
-              "): expected a normal tensor; an inference tensor may be updated in place only inside "
-              "torch.inference_mode()");
-  if (may_self_overlap(t)) {
-    for (int64_t k = 0; k < t.dim(); ++k) {
-      TORCH_CHECK(t.stride(k) != 0 || t.size(k) <= 1, "invalid ", arg_name(name, i),
-                  " = a view with stride 0 in dimension ", k, " (sizes ", t.sizes(), ", strides ",
-                  t.strides(), ") (in ", op, "): expected a tensor whose elements have distinct "
-                  "addresses (an expand() view cannot be written in place; clone() it)");
-    }
-    TORCH_CHECK(false, "invalid ", arg_name(name, i), " = a view whose elements overlap in memory (sizes ",
-                t.sizes(), ", strides ", t.strides(), ") (in ", op, "): expected a tensor whose elements "
-                "have distinct addresses (an as_strided view cannot be written in place; clone() it)");
-  }
-}
-
-void check_usable_list(const char* op, const char* name, at::TensorList ts, bool written) {
-  for (size_t i = 0; i < ts.size(); ++i) check_usable(op, name, static_cast<int64_t>(i), ts[i], written);
-}
-
-// `bias_toward_flat_` lerps with weight 1 + beta in the opmath type of each avg dtype (float for
-// float16/bfloat16/float32, double for float64): ATen converts the weight with an overflow check
-// and would throw at the first float32 group, after the float64 groups were written.
-void check_beta(const char* op, at::TensorList avg, double beta) {
-  TORCH_CHECK(std::isfinite(beta), "invalid beta = ", beta, " (in ", op, "): expected a finite number");
-  const double w = 1.0 + beta;
-  for (size_t i = 0; i < avg.size(); ++i) {
-    if (!avg[i].defined() || avg[i].scalar_type() == at::kDouble) continue;
-    TORCH_CHECK(std::fabs(w) <= static_cast<double>(FLT_MAX), "invalid beta = ", beta, " (in ", op,
-                "): expected |1 + beta| <= ", static_cast<double>(FLT_MAX), " (the largest torch.float32: avg[",
-                i, "] is ", avg[i].scalar_type(), ", computed in float32)");
-  }
-}
-
-// The counter of `swa_update_`/`ema_update_`: an int64 0-dim tensor, and on the CPU not negative
-// (a negative count would act as weight 1, a copy). A device counter is not read here: reading it
-// would cost a sync per update.
-// Non-integer dtypes and other shapes are left to the Rust check, which words those errors.
-void check_counter_value(const char* op, const at::Tensor& c) {
-  if (!c.defined()) return;
-  const char* narrow = nullptr;
-  switch (c.scalar_type()) {
-    case at::kByte: narrow = "torch.uint8"; break;
-    case at::kChar: narrow = "torch.int8"; break;
-    case at::kShort: narrow = "torch.int16"; break;
-    case at::kInt: narrow = "torch.int32"; break;
-    case at::kBool: narrow = "torch.bool"; break;
-    default: break;
-  }
-  TORCH_CHECK(narrow == nullptr, "invalid n_averaged dtype = ", narrow, " (in ", op,
-              "): expected torch.int64; a narrower counter wraps");
-  if (c.scalar_type() == at::kLong && c.device().is_cpu() && !c.is_meta() && c.dim() == 0) {
-    const int64_t n = c.item<int64_t>();
-    TORCH_CHECK(n >= 0, "invalid n_averaged = ", n, " (in ", op, "): expected an integer >= 0");
-  }
-}
-
-void check_update(const char* op, at::TensorList avg, at::TensorList params,
-                  const at::Tensor* counter, c10::optional<double> decay) {
-  check_usable_list(op, "avg", avg, /*written=*/true);
-  check_usable_list(op, "params", params, /*written=*/false);
-  if (counter != nullptr) {
-    check_usable(op, "n_averaged", -1, *counter, /*written=*/true);
-    check_counter_value(op, *counter);
-  }
-  if (quick_update_ok(avg, params, counter, decay)) return;
-  Descs a(avg), p(params);
-  std::vector<at::Tensor> c;
-  if (counter != nullptr) c.push_back(*counter);
-  Descs cd(c);
-  raise_if(asymvalley_op_check_update(op, a.data(), a.size(), p.data(), p.size(), cd.data(),
-                                      decay.value_or(0.0), decay.has_value() ? 1 : 0));
-}
 
 // Indices of `avg` grouped by (device, dtype), in first-appearance order.
 std::vector<std::vector<size_t>> groups_of(at::TensorList avg) {
@@ -404,7 +131,7 @@ void lerp_device(at::TensorList avg, at::TensorList params, const at::Tensor& we
 
 // swa_update_(avg, params, n_averaged): equal-weight running mean, first call copies.
 void swa_update_(at::TensorList avg, at::TensorList params, const at::Tensor& n_averaged) {
-  check_update("swa_update_", avg, params, &n_averaged, c10::nullopt);
+  check::update_call("swa_update_", avg, params, &n_averaged, std::nullopt);
   at::NoGradGuard no_grad;
   if (n_averaged.device().is_cpu()) {
     const int64_t n = n_averaged.item<int64_t>();  // a CPU read: no device sync
@@ -419,7 +146,7 @@ void swa_update_(at::TensorList avg, at::TensorList params, const at::Tensor& n_
 // ema_update_(avg, params, n_averaged, decay): avg <- decay*avg + (1-decay)*params; first call copies.
 void ema_update_(at::TensorList avg, at::TensorList params, const at::Tensor& n_averaged,
                  double decay) {
-  check_update("ema_update_", avg, params, &n_averaged, decay);
+  check::update_call("ema_update_", avg, params, &n_averaged, decay);
   at::NoGradGuard no_grad;
   if (n_averaged.device().is_cpu()) {
     const int64_t n = n_averaged.item<int64_t>();
@@ -434,18 +161,8 @@ void ema_update_(at::TensorList avg, at::TensorList params, const at::Tensor& n_
 
 // bias_toward_flat_(out, avg, anchor, beta): out <- avg + beta*(avg - anchor) = lerp(anchor, avg, 1+beta).
 // Computed into a temporary in avg's dtype, then copied: `out` may alias `avg` or `anchor`.
-void check_bias(at::TensorList out, at::TensorList avg, at::TensorList anchor, double beta) {
-  const char* op = "bias_toward_flat_";
-  check_usable_list(op, "out", out, /*written=*/true);
-  check_usable_list(op, "avg", avg, /*written=*/false);
-  check_usable_list(op, "anchor", anchor, /*written=*/false);
-  Descs o(out), a(avg), c(anchor);
-  raise_if(asymvalley_op_check_bias(o.data(), o.size(), a.data(), a.size(), c.data(), c.size(), beta));
-  check_beta(op, avg, beta);
-}
-
 void bias_toward_flat_(at::TensorList out, at::TensorList avg, at::TensorList anchor, double beta) {
-  check_bias(out, avg, anchor, beta);
+  check::bias_call(out, avg, anchor, beta);
   at::NoGradGuard no_grad;
   // Every group is computed before any `out` is written: an `out` of one group may alias the
   // `avg` or `anchor` of a later one.
@@ -465,23 +182,23 @@ void bias_toward_flat_(at::TensorList out, at::TensorList avg, at::TensorList an
 
 // Meta kernels: the same validation, no work (shapes are unchanged, outputs are the inputs).
 void swa_update_meta(at::TensorList avg, at::TensorList params, const at::Tensor& n_averaged) {
-  check_update("swa_update_", avg, params, &n_averaged, c10::nullopt);
+  check::update_call("swa_update_", avg, params, &n_averaged, std::nullopt);
 }
 void ema_update_meta(at::TensorList avg, at::TensorList params, const at::Tensor& n_averaged,
                      double decay) {
-  check_update("ema_update_", avg, params, &n_averaged, decay);
+  check::update_call("ema_update_", avg, params, &n_averaged, decay);
 }
 void bias_toward_flat_meta(at::TensorList out, at::TensorList avg, at::TensorList anchor, double beta) {
-  check_bias(out, avg, anchor, beta);
+  check::bias_call(out, avg, anchor, beta);
 }
 
 // ---------------------------------------------------------------------------------------------
 // torch.classes.asymvalley.Averager: SWA or EMA over flat fp32 buffers with host counters.
 // ---------------------------------------------------------------------------------------------
 struct Averager : torch::CustomClassHolder {
+  // The constructor's strings, kept for pickling and `mode()`; `rule` is what they parse to.
   std::string mode, warmup;
-  double decay, inv_gamma, power, min_decay;
-  int64_t update_after_step, update_every;
+  AsvRule rule{};
   int64_t steps = 0, n_averaged = 0;
   // One flat fp32 buffer per device; `views[i]` is param i's slice of buffer `owner[i]`.
   std::vector<at::Tensor> flats;
@@ -499,19 +216,16 @@ struct Averager : torch::CustomClassHolder {
 
   Averager(std::string mode_, double decay_, std::string warmup_, double inv_gamma_, double power_,
            double min_decay_, int64_t update_after_step_, int64_t update_every_)
-      : mode(std::move(mode_)), warmup(std::move(warmup_)), decay(decay_), inv_gamma(inv_gamma_),
-        power(power_), min_decay(min_decay_), update_after_step(update_after_step_),
-        update_every(update_every_) {
-    plan(0, 0);  // validates the configuration
+      : mode(std::move(mode_)), warmup(std::move(warmup_)) {
+    // Parsed and validated once; every update passes the parsed rule back to Rust.
+    raise_if(asymvalley_op_rule_parse(mode.c_str(), warmup.c_str(), decay_, inv_gamma_, power_, min_decay_,
+                                      update_after_step_, update_every_, &rule));
   }
 
-  std::pair<int32_t, double> plan(int64_t s, int64_t n) const {
-    int32_t action = 0;
-    double weight = 0.0;
-    raise_if(asymvalley_op_averager_plan(mode.c_str(), warmup.c_str(), decay, inv_gamma, power,
-                                         min_decay, update_after_step, update_every, s, n,
-                                         &action, &weight));
-    return {action, weight};
+  AsvPlan plan(int64_t s, int64_t n) const {
+    AsvPlan p{AsvAction::Skip, 0.0};
+    raise_if(asymvalley_op_rule_plan(&rule, s, n, &p));
+    return p;
   }
 
   // Lays out one fp32 buffer per device, in first-appearance order of the params.
@@ -573,14 +287,14 @@ struct Averager : torch::CustomClassHolder {
   void update(std::vector<at::Tensor> params) {
     std::lock_guard<std::mutex> lock(mu);
     refuse_narrowing(params);
-    const auto [action, weight] = plan(steps, n_averaged);
+    const AsvPlan next = plan(steps, n_averaged);
     const bool fresh = views.empty();
     if (fresh) {
       TORCH_CHECK(!params.empty(), "invalid params = an empty list (in Averager.update): expected at least one tensor");
       allocate_like(params);
     }
     try {
-      check_update("Averager.update", views, params, nullptr, c10::nullopt);
+      check::update_call("Averager.update", views, params, nullptr, std::nullopt);
     } catch (...) {
       if (fresh) {
         flats.clear();
@@ -590,18 +304,19 @@ struct Averager : torch::CustomClassHolder {
       throw;
     }
     at::NoGradGuard no_grad;
-    switch (action) {
-      case 0:
+    switch (next.action) {
+      case AsvAction::Skip:
         break;
-      case 1:
-      case 2:
+      case AsvAction::Mirror:
+      case AsvAction::Copy:
         lerp_host(views, params, /*copy=*/true, 1.0);
         break;
-      default:
-        lerp_host(views, params, /*copy=*/false, weight);
+      case AsvAction::Lerp:
+        lerp_host(views, params, /*copy=*/false, next.weight);
+        break;
     }
-    if (action >= 1) filled = true;
-    if (action >= 2) n_averaged += 1;
+    if (next.action != AsvAction::Skip) filled = true;
+    if (next.action == AsvAction::Copy || next.action == AsvAction::Lerp) n_averaged += 1;
     steps += 1;
   }
 
@@ -615,9 +330,7 @@ struct Averager : torch::CustomClassHolder {
   void copy_to(std::vector<at::Tensor> params) {
     std::lock_guard<std::mutex> lock(mu);
     require_average("copy_to");
-    check_usable_list("Averager.copy_to", "params", params, /*written=*/true);
-    Descs d(params), s(views);
-    raise_if(asymvalley_op_check_write("Averager.copy_to", d.data(), d.size(), s.data(), s.size(), 0));
+    check::write_call("Averager.copy_to", params, views, /*average_written=*/false);
     at::NoGradGuard no_grad;
     at::_foreach_copy_(params, views, /*non_blocking=*/false);
   }
@@ -627,9 +340,7 @@ struct Averager : torch::CustomClassHolder {
   void swap(std::vector<at::Tensor> params) {
     std::lock_guard<std::mutex> lock(mu);
     require_average("swap");
-    check_usable_list("Averager.swap", "params", params, /*written=*/true);
-    Descs d(params), s(views);
-    raise_if(asymvalley_op_check_write("Averager.swap", d.data(), d.size(), s.data(), s.size(), 1));
+    check::write_call("Averager.swap", params, views, /*average_written=*/true);
     at::NoGradGuard no_grad;
     std::vector<at::Tensor> saved;
     saved.reserve(params.size());
@@ -667,8 +378,13 @@ struct Averager : torch::CustomClassHolder {
       layout.push_back(views[i].dim());
       for (auto s : views[i].sizes()) layout.push_back(s);
     }
-    return State{mode, warmup, {decay, inv_gamma, power, min_decay},
-                 {1, update_after_step, update_every, steps, n_averaged}, flats, layout};
+    return State{mode,
+                 warmup,
+                 {rule.decay, rule.inv_gamma, rule.power, rule.min_decay},
+                 {1, static_cast<int64_t>(rule.update_after_step), static_cast<int64_t>(rule.update_every), steps,
+                  n_averaged},
+                 flats,
+                 layout};
   }
 
   static c10::intrusive_ptr<Averager> from_state(State st) {
@@ -699,7 +415,7 @@ struct Averager : torch::CustomClassHolder {
     self->plan(self->steps, self->n_averaged);  // refuses negative counters, naming them
     TORCH_CHECK(self->n_averaged <= self->steps, "Averager: corrupt state (n_averaged = ", self->n_averaged,
                 " exceeds steps = ", self->steps, ")");
-    self->filled = self->n_averaged > 0 || (self->steps > 0 && self->plan(0, 0).first == 1);
+    self->filled = self->n_averaged > 0 || (self->steps > 0 && self->plan(0, 0).action == AsvAction::Mirror);
     TORCH_CHECK(!self->filled || !self->views.empty(), "Averager: corrupt state (n_averaged = ", self->n_averaged,
                 ", steps = ", self->steps, " say an average was written, but the state holds no buffers)");
     return self;
