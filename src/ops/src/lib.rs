@@ -12,7 +12,6 @@
 //! - [`abi`]: the types both languages share (`build.rs` writes their C++ header).
 //! - [`ffi`]: every `extern "C"` function and every `unsafe` of the crate.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod abi;
 pub mod ffi;

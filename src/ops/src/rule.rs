@@ -1,6 +1,11 @@
 //! The `Averager` class's rule: parsed once from its constructor's arguments into an
 //! [`AsvRule`], and asked at every update what to do ([`plan`]), by the same
 //! [`AveragerConfig::action`] the Rust [`avcore::average::Averager`] follows.
+//!
+//! The crate is a cdylib without a test target (a test binary would need an rpath to libtorch,
+//! which the library must not carry), so these functions are tested through the class:
+//! `tests/python/test_ops.py` (bad configurations, the warmup's closed form),
+//! `tests/python/test_averager_reliability.py` (negative pickled counters) and `tests/op_library.rs`.
 use crate::abi::{AsvAction, AsvMode, AsvPlan, AsvRule, AsvWarmup};
 use avcore::average::{Action, AveragerConfig, EmaConfig, Rule, Warmup};
 use avcore::error::{Error, Result};
@@ -113,61 +118,4 @@ pub fn plan(rule: &AsvRule, steps: i64, n_averaged: i64) -> Result<AsvPlan> {
         Action::Lerp { weight } => (AsvAction::Lerp, weight),
     };
     Ok(AsvPlan { action, weight })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args<'a>(mode: &'a str, warmup: &'a str, decay: f64, every: i64) -> RuleArgs<'a> {
-        RuleArgs {
-            mode,
-            warmup,
-            decay,
-            inv_gamma: 1.0,
-            power: 0.75,
-            min_decay: 0.0,
-            update_after_step: 0,
-            update_every: every,
-        }
-    }
-
-    #[test]
-    fn parse_rejects_bad_strings_and_ranges_naming_them() {
-        assert!(parse(&args("ema", "tf", 0.999, 1)).is_ok());
-        assert!(parse(&args("swa", "none", 0.999, 1)).is_ok());
-        let err = |a: RuleArgs| parse(&a).map(|_| ()).unwrap_err().to_string();
-        assert!(err(args("sma", "none", 0.999, 1)).contains("mode = \"sma\""));
-        assert!(err(args("ema", "cosine", 0.999, 1)).contains("warmup = \"cosine\""));
-        assert!(err(args("ema", "none", 1.0, 1)).contains("decay = 1"));
-        assert!(err(args("ema", "none", 0.9, 0)).contains("update_every = 0"));
-        let mut a = args("swa", "none", 0.9, 1);
-        a.update_after_step = -1;
-        assert!(err(a).contains("update_after_step = -1"));
-    }
-
-    #[test]
-    fn plan_follows_the_library_rule_and_refuses_negative_counters() {
-        let swa = parse(&args("swa", "none", 0.9, 1)).unwrap();
-        assert_eq!(plan(&swa, 0, 0).unwrap().action, AsvAction::Copy);
-        // The SWA weight of the 4th snapshot is 1/4 exactly.
-        assert_eq!(
-            plan(&swa, 5, 3).unwrap(),
-            AsvPlan {
-                action: AsvAction::Lerp,
-                weight: 0.25
-            }
-        );
-        let mut ema = args("ema", "none", 0.9, 1);
-        ema.update_after_step = 2;
-        let ema = parse(&ema).unwrap();
-        assert_eq!(plan(&ema, 1, 0).unwrap().action, AsvAction::Mirror);
-        let lerp = plan(&ema, 3, 1).unwrap();
-        assert_eq!(lerp.action, AsvAction::Lerp);
-        assert!((lerp.weight - 0.1).abs() < 1e-15);
-        assert!(plan(&swa, 0, -1)
-            .unwrap_err()
-            .to_string()
-            .contains("n_averaged = -1"));
-    }
 }
