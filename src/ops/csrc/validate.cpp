@@ -211,7 +211,8 @@ void no_shared_memory(const char* op, std::initializer_list<Arg> args) {
   thread_local std::vector<Span> spans;
   spans.clear();
   for (const auto& a : args) push_spans(spans, a);
-  std::stable_sort(spans.begin(), spans.end(), [](const Span& x, const Span& y) {
+  // std::sort, not stable_sort: no temporary buffer per call (equal spans are an overlap either way).
+  std::sort(spans.begin(), spans.end(), [](const Span& x, const Span& y) {
     return x.start != y.start ? x.start < y.start : x.end < y.end;
   });
   const Span* any = nullptr;
