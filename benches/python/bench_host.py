@@ -4,7 +4,8 @@ work and validation, not memory traffic.
     .venv/bin/python benches/python/bench_host.py [--tensors 161] [--reps 2000]
 
 Rows: asymvalley.AveragedModel.update_parameters (SWA, EMA; use_buffers off/on, and a bf16 model),
-the op alone on prepared lists, raw torch._foreach_lerp_, and torch's AveragedModel.
+the op alone on prepared lists, the TorchScript class's update, raw torch._foreach_lerp_, and
+torch's AveragedModel. `ASYMVALLEY_LIBRARY=path/libasymvalley.so` measures another build.
 """
 import argparse
 import pathlib
@@ -68,6 +69,9 @@ def main():
     cnt = torch.tensor(1)
     rows["op ema_update_ (prepared lists)"] = timed(lambda: torch.ops.asymvalley.ema_update_(avg, src, cnt, 0.999), reps)
     rows["op swa_update_ (prepared lists)"] = timed(lambda: torch.ops.asymvalley.swa_update_(avg, src, cnt), reps)
+    cls = torch.classes.asymvalley.Averager("ema", 0.999, "none", 1.0, 0.75, 0.0, 0, 1)
+    cls.update(src)
+    rows["class Averager.update (EMA)"] = timed(lambda: cls.update(src), reps)
     rows["raw torch._foreach_lerp_"] = timed(lambda: torch._foreach_lerp_(avg, src, 0.001), reps)
     ref = swa_utils.AveragedModel(model, multi_avg_fn=ema)
     ref.update_parameters(model)

@@ -7,6 +7,7 @@
 
 #include <vector>
 
+#include "foreach_kernels.h"
 #include "guard.h"
 
 namespace {
@@ -20,16 +21,6 @@ std::vector<at::Tensor> borrow(at::Tensor** handles, size_t n) {
   return out;
 }
 
-// `_foreach_lerp_` needs `end` in the dtype of `self`; a bf16/fp16 model feeding an fp32
-// average is converted here (one extra read of the half-precision source, no extra write).
-std::vector<at::Tensor> in_dtype_of(const std::vector<at::Tensor>& like, std::vector<at::Tensor> src) {
-  for (size_t i = 0; i < src.size(); ++i) {
-    if (src[i].scalar_type() != like[i].scalar_type()) src[i] = src[i].to(like[i].scalar_type());
-  }
-  return src;
-}
-
-
 }  // namespace
 
 extern "C" {
@@ -40,7 +31,7 @@ void asymvalley_free_error(char* msg) { std::free(msg); }
 char* asymvalley_foreach_lerp_(at::Tensor** avg, at::Tensor** src, size_t n, double weight) {
   return guarded([&] {
     auto a = borrow(avg, n);
-    auto s = in_dtype_of(a, borrow(src, n));
+    auto s = asymvalley::kernels::in_dtype_of(a, borrow(src, n));
     at::_foreach_lerp_(a, s, at::Scalar(weight));
   });
 }
@@ -54,16 +45,12 @@ char* asymvalley_foreach_copy_(at::Tensor** dst, at::Tensor** src, size_t n) {
   });
 }
 
-// out[i] <- avg[i] + beta * (avg[i] - anchor[i])  ==  lerp(anchor, avg, 1 + beta), fused.
+// out[i] <- avg[i] + beta * (avg[i] - anchor[i]), in avg's dtype (foreach_kernels.h), fused.
 char* asymvalley_foreach_bias_toward_flat(at::Tensor** out, at::Tensor** avg, at::Tensor** anchor,
                                           size_t n, double beta) {
   return guarded([&] {
     auto o = borrow(out, n);
-    auto a = borrow(avg, n);
-    auto c = in_dtype_of(a, borrow(anchor, n));
-    // Computed in the dtype of the average (fp32 for half models), then written into `out`.
-    auto diff = at::_foreach_sub(a, c);
-    auto biased = at::_foreach_add(a, diff, at::Scalar(beta));
+    auto biased = asymvalley::kernels::biased(borrow(avg, n), borrow(anchor, n), beta);
     at::_foreach_copy_(o, biased, false);
   });
 }

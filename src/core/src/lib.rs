@@ -37,6 +37,7 @@ pub mod optim;
 pub mod plan;
 pub mod shim;
 pub mod stats;
+mod threads;
 pub mod valley;
 
 pub use error::{Error, Result};

@@ -1,5 +1,5 @@
 // `torch.ops.asymvalley.valley_asymmetry(offsets, losses) -> Tensor`, whose body is Rust
-// (`asymvalley_valley_asymmetry_raw` in src/ops/src/valley.rs): the same computation the CLI uses.
+// (`asymvalley_valley_asymmetry_raw` in src/ops/src/ffi.rs, over src/ops/src/valley.rs): the same computation the CLI uses.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -8,20 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "guard.h"
-
-extern "C" {
-// Defined in Rust (src/valley/op.rs). Writes `out_len` fields into `out`; returns an error
-// message (freed with asymvalley_valley_free_rust_message) or NULL.
-char* asymvalley_valley_asymmetry_raw(const double* offsets, const double* losses, size_t n,
-                                      double* out, size_t out_len);
-void asymvalley_valley_free_rust_message(char* msg);
-size_t asymvalley_valley_asymmetry_fields();
-}
+#include "rust_ffi.h"
 
 namespace {
-
-using asymvalley::ffi::guarded;
 
 at::Tensor valley_asymmetry_cpu(const at::Tensor& offsets, const at::Tensor& losses) {
   TORCH_CHECK(offsets.dim() == 1, "valley_asymmetry: offsets must be 1-D [P], got ",
@@ -46,11 +35,7 @@ at::Tensor valley_asymmetry_cpu(const at::Tensor& offsets, const at::Tensor& los
                                                 static_cast<size_t>(p),
                                                 out[i].data_ptr<double>(),
                                                 static_cast<size_t>(fields));
-    if (err != nullptr) {
-      std::string msg(err);
-      asymvalley_valley_free_rust_message(err);
-      TORCH_CHECK(false, "valley_asymmetry: ", msg);
-    }
+    asymvalley::raise_if(err, "valley_asymmetry");
   }
   if (losses.dim() == 1) out = out.reshape({fields});
   return out.to(losses.device());

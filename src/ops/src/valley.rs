@@ -1,5 +1,5 @@
 //! The body of `torch.ops.asymvalley.valley_asymmetry(offsets: Tensor, losses: Tensor) -> Tensor`
-//! (registered in `src/csrc/valley_op.cpp`).
+//! (registered in `src/ops/csrc/valley_op.cpp`).
 //!
 //! `offsets` is `[P]` (must contain 0 and matched pairs ±r), `losses` is `[P]` or `[B, P]`
 //! (B profiles on the same grid). The result is float64, `[F]` or `[B, F]`, on the losses'
@@ -20,9 +20,9 @@
 //! | 8 | `fit_c_minus` | c− |
 //! | 9 | `fit_exponent` | p |
 //! | 10 | `center_loss` | L(0) |
+//!
+//! The C entry points are in [`crate::ffi`].
 use avcore::valley::asymmetry::{analyze, AsymmetryConfig};
-use std::ffi::CString;
-use std::os::raw::c_char;
 
 /// The output fields, in order.
 pub const FIELDS: [&str; 11] = [
@@ -88,65 +88,4 @@ fn check_offsets(offsets: &[f64]) -> crate::Result<()> {
         ));
     }
     Ok(())
-}
-
-fn message(s: String) -> *mut c_char {
-    CString::new(s.replace('\0', " "))
-        .map(CString::into_raw)
-        .unwrap_or(std::ptr::null_mut())
-}
-
-/// The number of output fields (the C++ kernel sizes its output with it).
-#[no_mangle]
-pub extern "C" fn asymvalley_valley_asymmetry_fields() -> usize {
-    FIELDS.len()
-}
-
-/// Frees a message returned by [`asymvalley_valley_asymmetry_raw`].
-///
-/// # Safety
-/// `msg` is NULL or a pointer returned by `asymvalley_valley_asymmetry_raw`, freed once.
-#[no_mangle]
-pub unsafe extern "C" fn asymvalley_valley_free_rust_message(msg: *mut c_char) {
-    if !msg.is_null() {
-        // SAFETY: per the contract, msg came from CString::into_raw and is freed once.
-        drop(unsafe { CString::from_raw(msg) });
-    }
-}
-
-/// C entry point of the op: reads `n` offsets and losses, writes `out_len` fields.
-/// Returns NULL, or an error message (never unwinds into C++).
-///
-/// # Safety
-/// `offsets` and `losses` point to `n` readable doubles, `out` to `out_len` writable ones.
-#[no_mangle]
-pub unsafe extern "C" fn asymvalley_valley_asymmetry_raw(
-    offsets: *const f64,
-    losses: *const f64,
-    n: usize,
-    out: *mut f64,
-    out_len: usize,
-) -> *mut c_char {
-    if offsets.is_null() || losses.is_null() || out.is_null() || out_len != FIELDS.len() {
-        return message(format!(
-            "invalid buffers (out_len = {out_len}, expected {})",
-            FIELDS.len()
-        ));
-    }
-    // SAFETY: per the contract the three buffers are valid for n, n and out_len doubles.
-    let (o, l, dst) = unsafe {
-        (
-            std::slice::from_raw_parts(offsets, n),
-            std::slice::from_raw_parts(losses, n),
-            std::slice::from_raw_parts_mut(out, out_len),
-        )
-    };
-    match std::panic::catch_unwind(|| valley_asymmetry(o, l)) {
-        Ok(Ok(fields)) => {
-            dst.copy_from_slice(&fields);
-            std::ptr::null_mut()
-        }
-        Ok(Err(e)) => message(e.to_string()),
-        Err(_) => message("internal error (panic) in valley_asymmetry".into()),
-    }
 }

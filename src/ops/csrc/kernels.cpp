@@ -1,0 +1,151 @@
+// The kernels of `torch.ops.asymvalley.{swa_update_, ema_update_, bias_toward_flat_}` (their
+// schemas are in register.cpp). They call `at::_foreach_*`, one call per (device, dtype) group,
+// so a CUDA update is a handful of fused launches.
+//
+// Counter and weight, without a device sync:
+// - `n_averaged` on the CPU (what `asymvalley.AveragedModel` passes: a host-side counter): it is
+//   read directly (a CPU read, no device sync) and the weight is a host double Scalar, which
+//   takes `_foreach_lerp_`'s fused fast path.
+// - `n_averaged` on the device (TorchScript users mirroring `AveragedModel.n_averaged`): never
+//   read on the host. The weight is a 0-dim device tensor (`1/(n+1)` for SWA, `where(n == 0, 1,
+//   1 - decay)` for EMA) fed to `_foreach_lerp_`'s tensor-weight overload; weight 1 is the copy
+//   of the first call (`lerp(a, b, 1) == b` exactly for finite `a`). That overload loops per
+//   tensor on CUDA: it trades launches for the absence of a sync.
+//
+// Validation: every kernel first calls the one validator (validate.h), which reads only
+// TensorImpl fields and words every error; nothing is written before it accepts.
+//
+// Mixed dtypes (a bf16 model into an fp32 average): ATen has no mixed-dtype `_foreach_lerp_`
+// (`lerp` requires equal dtypes; a mixed foreach list takes the per-tensor slow path), so the
+// params are converted first: into fresh fp32 tensors by ONE `_foreach_copy_` (its CUDA fast path
+// converts dtypes in a multi-tensor launch), not one `.to()` launch per tensor. The traffic is
+// still 18 B/param (read 2 + write 4 for the conversion, then read 4 + 4, write 4) against a
+// floor of 10 B/param for a fused mixed-dtype lerp, which would need our own CUDA kernel; the
+// alternatives in ATen (`_foreach_mul_` + a mixed `_foreach_add_`) move the same 18 B and fall to
+// per-tensor launches.
+#include "kernels.h"
+
+#include <ATen/core/grad_mode.h>
+
+#include <cstdint>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "foreach_kernels.h"
+#include "rust_ffi.h"
+#include "validate.h"
+
+namespace asymvalley {
+namespace {
+
+// Indices of `avg` grouped by (device, dtype), in first-appearance order.
+std::vector<std::vector<size_t>> groups_of(at::TensorList avg) {
+  std::vector<std::vector<size_t>> out;
+  std::vector<std::pair<at::Device, at::ScalarType>> keys;
+  for (size_t i = 0; i < avg.size(); ++i) {
+    const auto key = std::make_pair(avg[i].device(), avg[i].scalar_type());
+    size_t k = 0;
+    while (k < keys.size() && keys[k] != key) ++k;
+    if (k == keys.size()) {
+      keys.push_back(key);
+      out.emplace_back();
+    }
+    out[k].push_back(i);
+  }
+  return out;
+}
+
+// Whether every avg shares avg[0]'s device and dtype and every param has that dtype too: the
+// common case, served by one foreach call on the lists as given (no regrouping, no copies).
+bool uniform(at::TensorList avg, at::TensorList params) {
+  const auto dev = avg[0].device();
+  const auto dt = avg[0].scalar_type();
+  for (size_t i = 0; i < avg.size(); ++i) {
+    if (avg[i].scalar_type() != dt || params[i].scalar_type() != dt || avg[i].device() != dev) return false;
+  }
+  return true;
+}
+
+std::vector<at::Tensor> pick(at::TensorList ts, const std::vector<size_t>& idx) {
+  std::vector<at::Tensor> out;
+  out.reserve(idx.size());
+  for (size_t i : idx) out.push_back(ts[i]);
+  return out;
+}
+
+// avg <- lerp(avg, params, w) with a 0-dim device weight tensor (no host read).
+void lerp_device(at::TensorList avg, at::TensorList params, const at::Tensor& weight) {
+  for (const auto& g : groups_of(avg)) {
+    auto a = pick(avg, g);
+    auto p = kernels::in_dtype_of(a, pick(params, g));
+    auto w = weight.to(a[0].scalar_type());
+    std::vector<at::Tensor> ws(a.size(), w);
+    at::_foreach_lerp_(a, p, ws);
+  }
+}
+
+}  // namespace
+
+void lerp_host(at::TensorList avg, at::TensorList params, bool copy, double weight) {
+  if (copy) {  // `_foreach_copy_` converts dtypes and crosses devices itself: one call
+    at::_foreach_copy_(avg, params, /*non_blocking=*/false);
+    return;
+  }
+  if (uniform(avg, params)) {
+    at::_foreach_lerp_(avg, params, at::Scalar(weight));
+    return;
+  }
+  for (const auto& g : groups_of(avg)) {
+    auto a = pick(avg, g);
+    at::_foreach_lerp_(a, kernels::in_dtype_of(a, pick(params, g)), at::Scalar(weight));
+  }
+}
+
+// swa_update_(avg, params, n_averaged): equal-weight running mean, first call copies.
+void swa_update_(at::TensorList avg, at::TensorList params, const at::Tensor& n_averaged) {
+  check::update_call("swa_update_", avg, params, &n_averaged, std::nullopt);
+  at::NoGradGuard no_grad;
+  if (n_averaged.device().is_cpu()) {
+    const int64_t n = n_averaged.item<int64_t>();  // a CPU read: no device sync
+    lerp_host(avg, params, n == 0, asymvalley_op_swa_weight(n));
+  } else {
+    // 1/(n+1) computed in float64 on the device (cast to each group's dtype); n = 0 gives 1 (the copy).
+    lerp_device(avg, params, at::reciprocal((n_averaged + 1).to(at::kDouble)));
+  }
+  n_averaged.add_(1);
+}
+
+// ema_update_(avg, params, n_averaged, decay): avg <- decay*avg + (1-decay)*params; first call copies.
+void ema_update_(at::TensorList avg, at::TensorList params, const at::Tensor& n_averaged,
+                 double decay) {
+  check::update_call("ema_update_", avg, params, &n_averaged, decay);
+  at::NoGradGuard no_grad;
+  if (n_averaged.device().is_cpu()) {
+    const int64_t n = n_averaged.item<int64_t>();
+    lerp_host(avg, params, n == 0, 1.0 - decay);
+  } else {
+    auto opts = n_averaged.options().dtype(at::kDouble);
+    auto w = at::where(n_averaged.eq(0), at::ones({}, opts), at::full({}, 1.0 - decay, opts));
+    lerp_device(avg, params, w);
+  }
+  n_averaged.add_(1);
+}
+
+// bias_toward_flat_(out, avg, anchor, beta): out <- avg + beta*(avg - anchor), the formula of
+// the library's shim (foreach_kernels.h), computed in avg's dtype. Every (device, dtype) group is
+// computed before any `out` is written: `out` may alias `avg` or `anchor`, also of another group.
+void bias_toward_flat_(at::TensorList out, at::TensorList avg, at::TensorList anchor, double beta) {
+  check::bias_call(out, avg, anchor, beta);
+  at::NoGradGuard no_grad;
+  const auto groups = groups_of(avg);
+  std::vector<std::vector<at::Tensor>> results;
+  results.reserve(groups.size());
+  for (const auto& g : groups) results.push_back(kernels::biased(pick(avg, g), pick(anchor, g), beta));
+  for (size_t k = 0; k < groups.size(); ++k) {
+    auto o = pick(out, groups[k]);
+    at::_foreach_copy_(o, results[k], /*non_blocking=*/false);
+  }
+}
+
+}  // namespace asymvalley

@@ -1,0 +1,38 @@
+// What the op library's C++ calls in its Rust half (src/ops/src/ffi.rs). The shared types come
+// from `asymvalley_abi.h`, which build.rs writes from src/ops/src/abi.rs.
+#pragma once
+
+#include <c10/util/Exception.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "asymvalley_abi.h"
+
+extern "C" {
+char* asymvalley_op_rule_parse(const char* mode, const char* warmup, double decay, double inv_gamma,
+                               double power, double min_decay, int64_t update_after_step,
+                               int64_t update_every, AsvRule* out);
+char* asymvalley_op_rule_plan(const AsvRule* rule, int64_t steps, int64_t n_averaged, AsvPlan* out);
+double asymvalley_op_swa_weight(int64_t n_averaged);
+size_t asymvalley_valley_asymmetry_fields();
+char* asymvalley_valley_asymmetry_raw(const double* offsets, const double* losses, size_t n, double* out,
+                                      size_t out_len);
+// Frees every message the functions above return.
+void asymvalley_op_free_error(char* msg);
+}
+
+namespace asymvalley {
+
+// Rethrows a Rust error message (NULL: success) as a c10::Error (Python: RuntimeError),
+// prefixed by `context` when given.
+inline void raise_if(char* msg, const char* context = nullptr) {
+  if (msg == nullptr) return;
+  std::string text(msg);
+  asymvalley_op_free_error(msg);
+  if (context != nullptr) TORCH_CHECK(false, context, ": ", text);
+  TORCH_CHECK(false, text);
+}
+
+}  // namespace asymvalley

@@ -1,0 +1,180 @@
+//! Every `extern "C"` function of the op library and every `unsafe` of this crate.
+//!
+//! The C++ side (`csrc/`) validates tensors itself (`csrc/validate.cpp`) and calls these for what
+//! Rust decides: the `Averager` rule ([`asymvalley_op_rule_parse`] once per construction,
+//! [`asymvalley_op_rule_plan`] per update) and the body of `valley_asymmetry`. The types are
+//! those of [`crate::abi`], whose C++ header `build.rs` generates.
+//!
+//! Each function runs its body under `catch_unwind` (no panic crosses into C++) and returns NULL
+//! on success or an error message, which the caller hands back to [`asymvalley_op_free_error`],
+//! the one function that frees them; the C++ side rethrows it with `TORCH_CHECK`.
+use crate::abi::{AsvPlan, AsvRule};
+use crate::rule::{self, RuleArgs};
+use avcore::error::Result;
+use std::ffi::{c_char, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Runs `body`, turning an error or a panic into a message for C++.
+fn guarded(body: impl FnOnce() -> Result<()>) -> *mut c_char {
+    let msg = match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => return std::ptr::null_mut(),
+        Ok(Err(e)) => e.to_string(),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            format!("asymvalley internal error (please report): {what}")
+        }
+    };
+    CString::new(msg.replace('\0', " "))
+        .map(CString::into_raw)
+        .unwrap_or(std::ptr::null_mut())
+}
+
+/// A message for a NULL pointer where the contract wants one.
+fn null(what: &'static str) -> avcore::error::Error {
+    avcore::error::Error::invalid(what, "NULL", "a valid pointer (asymvalley internal error)")
+}
+
+/// Frees a message returned by any function of this module.
+///
+/// # Safety
+/// `msg` is NULL or a pointer returned by this module and not freed yet.
+#[no_mangle]
+pub unsafe extern "C" fn asymvalley_op_free_error(msg: *mut c_char) {
+    if !msg.is_null() {
+        // SAFETY: it came from `CString::into_raw` in `guarded` and is freed once (caller's contract).
+        drop(unsafe { CString::from_raw(msg) });
+    }
+}
+
+/// # Safety
+/// `p` is NULL or NUL-terminated and alive for the call.
+unsafe fn text<'a>(p: *const c_char) -> std::borrow::Cow<'a, str> {
+    if p.is_null() {
+        return std::borrow::Cow::Borrowed("");
+    }
+    // SAFETY: NUL-terminated and alive for the call (caller's contract).
+    unsafe { CStr::from_ptr(p) }.to_string_lossy()
+}
+
+/// Parses and validates an `Averager`'s constructor arguments into `*out` (left untouched on
+/// error). `mode` is `swa` or `ema`; `warmup` is `none`, `tf` or `power`.
+///
+/// # Safety
+/// `mode` and `warmup` are NUL-terminated; `out` is writable.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn asymvalley_op_rule_parse(
+    mode: *const c_char,
+    warmup: *const c_char,
+    decay: f64,
+    inv_gamma: f64,
+    power: f64,
+    min_decay: f64,
+    update_after_step: i64,
+    update_every: i64,
+    out: *mut AsvRule,
+) -> *mut c_char {
+    guarded(|| {
+        // SAFETY: forwarded caller contract.
+        let (mode, warmup) = unsafe { (text(mode), text(warmup)) };
+        let parsed = rule::parse(&RuleArgs {
+            mode: &mode,
+            warmup: &warmup,
+            decay,
+            inv_gamma,
+            power,
+            min_decay,
+            update_after_step,
+            update_every,
+        })?;
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        // SAFETY: `out` is writable (caller's contract) and not NULL (checked).
+        unsafe { out.write(parsed) };
+        Ok(())
+    })
+}
+
+/// Writes to `*out` what the update after `steps` earlier ones, with `n_averaged` averages so
+/// far, does under `*rule`.
+///
+/// # Safety
+/// `rule` points to an `AsvRule` written by [`asymvalley_op_rule_parse`] (so its enums hold valid
+/// values); `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn asymvalley_op_rule_plan(
+    rule: *const AsvRule,
+    steps: i64,
+    n_averaged: i64,
+    out: *mut AsvPlan,
+) -> *mut c_char {
+    guarded(|| {
+        if rule.is_null() || out.is_null() {
+            return Err(null("rule/out"));
+        }
+        // SAFETY: a valid rule from `asymvalley_op_rule_parse` (caller's contract), not NULL.
+        let plan = rule::plan(unsafe { &*rule }, steps, n_averaged)?;
+        // SAFETY: `out` is writable (caller's contract) and not NULL (checked).
+        unsafe { out.write(plan) };
+        Ok(())
+    })
+}
+
+/// The SWA weight of the (n+1)-th snapshot, `1/(n+1)` in f64 ([`avcore::average::swa_weight`]).
+///
+/// PyTorch's `AveragedModel` computes the same update two ways: on CUDA `_foreach_lerp_` with
+/// `1/(n+1)` rounded to fp32; on the CPU `avg + (θ − avg)/(n+1)`. The op always lerps with the
+/// exact weight: within an ulp or two of either, and fp64 averages are not limited to an
+/// fp32-rounded weight. A negative `n` (refused by the caller first) gives the copy weight 1.
+#[no_mangle]
+pub extern "C" fn asymvalley_op_swa_weight(n_averaged: i64) -> f64 {
+    avcore::average::swa_weight(u64::try_from(n_averaged).unwrap_or(0))
+}
+
+/// The number of output fields of `valley_asymmetry` (the C++ kernel sizes its output with it).
+#[no_mangle]
+pub extern "C" fn asymvalley_valley_asymmetry_fields() -> usize {
+    crate::valley::FIELDS.len()
+}
+
+/// The body of `valley_asymmetry`: reads `n` offsets and losses, writes `out_len` fields.
+///
+/// # Safety
+/// `offsets` and `losses` point to `n` readable doubles, `out` to `out_len` writable ones, none
+/// overlapping `out`.
+#[no_mangle]
+pub unsafe extern "C" fn asymvalley_valley_asymmetry_raw(
+    offsets: *const f64,
+    losses: *const f64,
+    n: usize,
+    out: *mut f64,
+    out_len: usize,
+) -> *mut c_char {
+    guarded(|| {
+        let fields = crate::valley::FIELDS.len();
+        if offsets.is_null() || losses.is_null() || out.is_null() || out_len != fields {
+            return Err(avcore::error::Error::invalid(
+                "buffers",
+                format!("out_len = {out_len}"),
+                format!("{fields} output fields and non-NULL pointers"),
+            ));
+        }
+        // SAFETY: per the contract the two inputs hold n readable doubles each.
+        let (o, l) = unsafe {
+            (
+                std::slice::from_raw_parts(offsets, n),
+                std::slice::from_raw_parts(losses, n),
+            )
+        };
+        let result = crate::valley::valley_asymmetry(o, l)?;
+        // SAFETY: per the contract `out` holds out_len (== fields) writable doubles, apart
+        // from the inputs.
+        unsafe { std::slice::from_raw_parts_mut(out, out_len) }.copy_from_slice(&result);
+        Ok(())
+    })
+}
