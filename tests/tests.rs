@@ -35,6 +35,8 @@ mod valley;
 mod valley_between;
 /// Traced BatchNorm refused, unused layers excluded, dropout deterministic under `--bn full`.
 mod valley_bn_check;
+/// `probe --direction hessian --compare-random M` on a valley whose sharpest direction is asymmetric.
+mod valley_compare;
 /// `probe --device cpu|cuda`.
 mod valley_device;
 /// `probe --directions`: load, check against the model, never overwrite.

@@ -16,6 +16,7 @@ use crate::plot::{draw, Panel, Series};
 use asymvalley::error::{Error, Result};
 use asymvalley::valley::asymmetry::{analyze, AsymmetryConfig};
 use asymvalley::valley::bias::{optimal_bias, ShiftLaw};
+use asymvalley::valley::compare::{compare, GroupAsymmetry, Verdict};
 use asymvalley::valley::directions::{Direction, DirectionKind, DrawOptions, ParamSubset};
 use asymvalley::valley::hessian::{top_eigen, HessianConfig, HessianSummary};
 use asymvalley::valley::line::line_between;
@@ -192,6 +193,14 @@ pub struct ProbeArgs {
     /// --directions names where).
     #[arg(long)]
     pub save_directions: Option<PathBuf>,
+    /// `hessian`: also probe M random directions (unit norm, like the eigenvectors; kind
+    /// --compare-kind, direction i with seed + i) and compare the two groups' asymmetry, with
+    /// Wilson intervals for the asymmetric fraction and a verdict.
+    #[arg(long)]
+    pub compare_random: Option<usize>,
+    /// The law of the --compare-random directions.
+    #[arg(long, default_value = "gaussian")]
+    pub compare_kind: DirectionKind,
     /// A 2-D surface `L(w + a·d1 + b·d2)` instead of 1-D profiles: d1, d2 are the first two
     /// directions (drawn, `hessian` top-2, or from --directions); with --between A B, d1 is the
     /// line B − A and d2 a random direction made orthogonal to it and scaled to its length.
@@ -418,6 +427,31 @@ pub fn run(args: ProbeArgs) -> Result<()> {
             &mut hessian,
         )?,
     };
+    let mut directions = directions;
+    let sharp_count = directions.len();
+    if let Some(m) = args.compare_random {
+        if args.direction != DirectionChoice::Hessian || loaded || args.between.is_some() {
+            return Err(Error::invalid(
+                "compare-random",
+                m,
+                "--direction hessian (eigenvectors computed here, not loaded or a line)",
+            ));
+        }
+        if m == 0 {
+            return Err(Error::invalid("compare-random", m, "an integer >= 1"));
+        }
+        for i in 0..m {
+            directions.push(Direction::random_with(
+                &params,
+                args.compare_kind,
+                &subset,
+                args.seed.wrapping_add(i as u64),
+                DrawOptions {
+                    filter_keep_1d: args.filter_keep_1d,
+                },
+            )?);
+        }
+    }
     let count = directions.len();
     let kind_name = if args.between.is_some() {
         "line".to_string()
@@ -527,6 +561,40 @@ pub fn run(args: ProbeArgs) -> Result<()> {
             eprintln!("warning: direction {}: {w}", r.index);
         }
     }
+    let comparison = match args.compare_random {
+        Some(_) => {
+            let (sharp, random) = reports.split_at(sharp_count);
+            let sharp: Vec<&DirectionReport> = sharp.iter().collect();
+            let random: Vec<&DirectionReport> = random.iter().collect();
+            Some(compare(&sharp, &random, args.seed)?)
+        }
+        None => None,
+    };
+    if let Some(c) = &comparison {
+        let line = |name: &str, g: &GroupAsymmetry| {
+            format!(
+                "{name}: {} of {} asymmetric, fraction 95% CI [{:.3}, {:.3}]; median |ln R| {:.3}{}\n",
+                g.asymmetric,
+                g.directions,
+                g.fraction_ci[0],
+                g.fraction_ci[1],
+                g.median_abs_log_ratio,
+                g.median_ci
+                    .map_or(String::new(), |[a, b]| format!(" [{a:.3}, {b:.3}]"))
+            )
+        };
+        table += &line("hessian eigenvectors", &c.sharp);
+        table += &line("random directions", &c.random);
+        table += &format!(
+            "are the sharpest directions the asymmetric ones? {}\n",
+            match c.verdict {
+                Verdict::SharpMoreAsymmetric =>
+                    "yes: more asymmetric than random (intervals apart)",
+                Verdict::SharpLessAsymmetric => "no: less asymmetric than random (intervals apart)",
+                Verdict::Inconclusive => "inconclusive (the intervals overlap)",
+            }
+        );
+    }
     let summary = Summary::of(&reports);
     table += &format!(
         "{} of {} directions asymmetric; median |ln R| = {:.3}\n",
@@ -580,6 +648,7 @@ pub fn run(args: ProbeArgs) -> Result<()> {
         data: args.data.display().to_string(),
         test_data: args.test_data.as_ref().map(|p| p.display().to_string()),
         hessian,
+        comparison,
         shift,
         examples: data.len(),
         loss: match args.loss {

@@ -12,6 +12,7 @@
 //!   re-estimated on k fixed batches at every point (common random numbers).
 //! - [`asymmetry`]: rise ratio, two-sided power fit with bootstrap intervals, flat side, class.
 //! - [`bias`]: the theorem-optimal bias `c*` of the fitted valley under a random shift (harness).
+//! - [`compare`]: are the Hessian's sharpest directions the asymmetric ones? Groups with intervals.
 //! - [`bn_check`]: whether a TorchScript model's BatchNorm layers can be re-estimated at all.
 //! - [`shift`]: the shift scale from train vs held-out profiles, with its sign test.
 //! - [`surface`]: 2-D loss surfaces `L(w + a·d1 + b·d2)` on a grid, same BatchNorm modes.
@@ -24,6 +25,7 @@
 pub mod asymmetry;
 pub mod bias;
 pub mod bn_check;
+pub mod compare;
 pub mod directions;
 pub mod hessian;
 pub mod line;

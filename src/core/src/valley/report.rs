@@ -142,6 +142,9 @@ pub struct ProbeReport {
     /// The Hessian's eigenvalues (direction i is eigenvector i) and trace, for `hessian` directions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hessian: Option<super::hessian::HessianSummary>,
+    /// `--compare-random`: the eigenvectors' asymmetry against random directions'.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<super::compare::SharpVsRandom>,
     /// Examples scored.
     pub examples: i64,
     /// `cross-entropy` or `mse`.
