@@ -90,11 +90,11 @@ pub fn draw_contour(path: &Path, plot: &ContourPlot, size: u32) -> Result<()> {
         .copied()
         .filter(|v| v.is_finite())
         .collect();
-    let lo = finite.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if finite.is_empty() {
         return Err(plot_err(path, "no finite loss on the grid"));
     }
+    let lo = finite.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     // Log scale above the minimum: a valley's floor and its walls both stay visible.
     let eps = ((hi - lo) * 1e-3).max(1e-12);
     let scale = |v: f64| (v - lo + eps).ln();

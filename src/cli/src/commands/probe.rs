@@ -204,7 +204,7 @@ pub struct ProbeArgs {
     /// A 2-D surface `L(w + a·d1 + b·d2)` instead of 1-D profiles: d1, d2 are the first two
     /// directions (drawn, `hessian` top-2, or from --directions); with --between A B, d1 is the
     /// line B − A and d2 a random direction made orthogonal to it and scaled to its length.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["test_data", "compare_random", "shift_scale"])]
     pub surface: bool,
     /// With --surface: grid points per axis (made odd, so the probed point is on the grid);
     /// both axes span [−radius, radius], except a line's axis, which uses the --between grid.
