@@ -566,6 +566,10 @@ mod averager_plan {
             .map(|(_, s)| Tensor::zeros(*s, (Kind::Double, Device::Cpu)))
             .collect();
         let mut expected_builds = 1;
+        // Every replaced tensor is kept alive, so the allocator cannot hand its address to the
+        // next fresh tensor: a fresh tensor at a previous plan's very address is (rightly) not a
+        // rebuild, which would make the counts below depend on the allocator.
+        let mut replaced: Vec<Tensor> = Vec::new();
         for k in 0..7u32 {
             fill_random(&vs);
             match k {
@@ -574,6 +578,7 @@ mod averager_plan {
                     for name in ["d", "b"] {
                         let mut t = var(&vs, name);
                         let fresh = Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) + 10.0;
+                        replaced.push(t.detach());
                         tch::no_grad(|| t.set_data(&fresh));
                     }
                     expected_builds += 1;
@@ -588,12 +593,14 @@ mod averager_plan {
                 4 => {
                     let mut t = var(&vs, "d");
                     let fresh = Tensor::randn([2048, 10], (Kind::Float, Device::Cpu)).tr();
+                    replaced.push(t.detach());
                     tch::no_grad(|| t.set_data(&fresh));
                 }
                 // Contiguous again (new storage): rebuilt.
                 5 => {
                     let mut t = var(&vs, "d");
                     let fresh = Tensor::randn([10, 2048], (Kind::Float, Device::Cpu));
+                    replaced.push(t.detach());
                     tch::no_grad(|| t.set_data(&fresh));
                     expected_builds += 1;
                 }
