@@ -366,6 +366,9 @@ pub fn profile(
     Ok((out, cost))
 }
 
+/// One data set at one point: mean loss, per-example losses, accuracy (cross-entropy only).
+pub(crate) type Measured = (f64, Vec<f32>, Option<f64>);
+
 /// Measures the model at the point already written into it: sets BatchNorm by `bn`, then
 /// evaluates `loss` on each of `evals`. With common random numbers, torch's RNG is seeded with
 /// `seed ⊕ key` before the re-estimation and before each evaluation, so the point's dropout
@@ -378,7 +381,7 @@ pub(crate) fn measure_point(
     loss: LossKind,
     at: &str,
     cost: &mut ProfileCost,
-) -> Result<Vec<(f64, Vec<f32>, Option<f64>)>> {
+) -> Result<Vec<Measured>> {
     let crn = || {
         if let Some(seed) = bn.seed {
             // Bit pattern kept: the seed is a label, not a number.

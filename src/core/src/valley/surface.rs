@@ -169,7 +169,7 @@ pub fn orthogonal_to(d: &Direction, r: &Direction) -> Result<Direction> {
         out.push(u.f_sub(&v.f_to_device(u.device())?.f_mul_scalar(coef)?)?);
     }
     let o_sq = dot(&out, &out)?;
-    if !(o_sq > 1e-24 * d_sq) {
+    if o_sq.is_nan() || o_sq <= 1e-24 * d_sq {
         return Err(Error::invalid(
             "direction",
             &r.kind,
