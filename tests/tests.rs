@@ -3,10 +3,10 @@ mod common;
 
 /// SWA/EMA/warm-ups/bias against closed forms and f64 references; half precision; buffers.
 mod average;
-/// The flat-side bias: Rust `write_biased` against Python `asymvalley.bias_toward_flat` on the same tensors.
-mod bias_cross_language;
 /// BatchNorm re-estimation against the sample-weighted mean of batch statistics.
 mod batch_norm;
+/// The flat-side bias: Rust `write_biased` against Python `asymvalley.bias_toward_flat` on the same tensors.
+mod bias_cross_language;
 /// Checkpoint/resume: bitwise resume, truncated or corrupted files refused, atomicity.
 mod checkpoint;
 /// Bad input: named, valued, expected; nothing modified.
