@@ -39,7 +39,12 @@ fn check(kind: Kind, beta: f64, tolerance: f64) {
         randomize(&vs);
         averager.update(&vs).unwrap();
     }
-    let anchor: Vec<(String, Tensor)> = randomize(&vs); // the last SGD iterate
+    // The last SGD iterate, in the model's dtype (`randomize` returns float64 copies, and a
+    // float64 anchor of a float32 average is refused by the one dtype policy).
+    let anchor: Vec<(String, Tensor)> = randomize(&vs)
+        .into_iter()
+        .map(|(n, t)| (n, t.to_kind(kind)))
+        .collect();
     let average: Vec<(String, Tensor)> = anchor
         .iter()
         .map(|(n, _)| (n.clone(), averager.averaged(n).unwrap().copy()))
@@ -107,4 +112,84 @@ fn python_bias_toward_flat_equals_rust_write_biased_float32() {
 #[test]
 fn python_bias_toward_flat_equals_rust_write_biased_float64() {
     check(Kind::Double, 2.5, 1e-13);
+}
+
+const REFUSAL_SCRIPT: &str = r#"
+import sys
+import torch
+import asymvalley
+
+verdicts = []
+for text in sys.argv[1:]:
+    beta = float(text)
+    avg = {"w": torch.tensor([1.0, 2.0])}
+    anchor = {"w": torch.tensor([0.5, 1.0])}
+    try:
+        asymvalley.bias_toward_flat(avg, anchor, beta)
+        verdicts.append("accepted")
+    except (ValueError, RuntimeError):
+        verdicts.append("refused")
+print(" ".join(verdicts))
+"#;
+
+/// The rule both sides document for a float32 average: β = 0, or β in the normal float32
+/// range [2^-126, f32::MAX]; negative and non-finite β are refused everywhere.
+fn same_beta_rule(beta: f64) -> bool {
+    beta == 0.0 || (f64::from(f32::MIN_POSITIVE)..=f64::from(f32::MAX)).contains(&beta)
+}
+
+#[test]
+fn rust_and_python_accept_and_refuse_the_same_beta() {
+    let betas = [
+        0.0,
+        1e-40,
+        f64::from(f32::MIN_POSITIVE),
+        f64::from(f32::MIN_POSITIVE) * 0.5,
+        0.5,
+        3.0e38,
+        f64::from(f32::MAX),
+        1e39,
+        -0.5,
+        f64::INFINITY,
+    ];
+    let vs = var_store(&[vec![2]], Kind::Float, false);
+    let mut averager = Averager::new(&vs, AveragerConfig::swa()).unwrap();
+    averager.update(&vs).unwrap();
+    let rust: Vec<&str> = betas
+        .iter()
+        .map(|&b| match averager.write_biased(&vs, b) {
+            Ok(()) => "accepted",
+            Err(_) => "refused",
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("refusal.py");
+    std::fs::write(&script, REFUSAL_SCRIPT).unwrap();
+    let out = Command::new(python())
+        .arg(&script)
+        .args(betas.iter().map(|b| format!("{b:e}")))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let python: Vec<&str> = stdout.split_whitespace().collect();
+    let rule: Vec<&str> = betas
+        .iter()
+        .map(|&b| {
+            if same_beta_rule(b) {
+                "accepted"
+            } else {
+                "refused"
+            }
+        })
+        .collect();
+    assert_eq!(rust, rule, "Rust against the stated rule, betas {betas:?}");
+    assert_eq!(
+        python, rule,
+        "Python against the stated rule, betas {betas:?}"
+    );
 }

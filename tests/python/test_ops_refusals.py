@@ -2,8 +2,9 @@
 
 Each case hands one op (or one `torch.classes.asymvalley.Averager` method) a list whose *second*
 tensor is unusable: self-overlapping (`as_strided`, `expand`), overlapping another argument, an
-inference tensor outside inference mode, a sparse tensor, or a `beta` whose weight `1 + beta`
-overflows float32 for one dtype group of a mixed list. Left to ATen, such a call fails part-way:
+inference tensor outside inference mode, a sparse tensor, a dtype the one dtype policy refuses
+(float64 into a float32 average), or a `beta` outside the normal float32 range for one dtype
+group of a mixed list. Left to ATen, such a call fails part-way:
 the first tensor (and a group of another dtype) is already written when the bad one is reached.
 
 Every case runs in its own Python process and prints one JSON line; the test checks that the
@@ -108,6 +109,25 @@ CASES = {
         out_ = [torch.zeros(3, dtype=torch.float64), torch.zeros(3)]
         out = refusal(lambda: OPS.bias_toward_flat_(out_, avg, anchor, 1e300), lambda: out_ + avg + anchor)
     """, ["beta", "bias_toward_flat_", "float32"]),
+    "swa_float64_param_into_float32_avg": ("""
+        avg, params, n = [r(3), r(4)], [r(3), r(4, dtype=torch.float64)], torch.tensor(1)
+        out = refusal(lambda: OPS.swa_update_(avg, params, n), lambda: avg + params + [n])
+    """, ["params[1]", "swa_update_", "torch.float64", "torch.float32"]),
+    "ema_float64_param_into_float32_avg": ("""
+        avg, params, n = [r(3), r(4)], [r(3), r(4, dtype=torch.float64)], torch.tensor(1)
+        out = refusal(lambda: OPS.ema_update_(avg, params, n, 0.9), lambda: avg + params + [n])
+    """, ["params[1]", "ema_update_", "torch.float64", "rounded"]),
+    "bias_float64_anchor_of_float32_avg": ("""
+        avg, anchor = [r(3), r(4)], [r(3), r(4, dtype=torch.float64)]
+        out_ = [torch.zeros(3), torch.zeros(4)]
+        out = refusal(lambda: OPS.bias_toward_flat_(out_, avg, anchor, 0.5), lambda: out_ + avg + anchor)
+    """, ["anchor[1]", "bias_toward_flat_", "torch.float64"]),
+    "bias_beta_below_the_smallest_normal_float32": ("""
+        avg = [r(3, dtype=torch.float64), r(3)]
+        anchor = [r(3, dtype=torch.float64), r(3)]
+        out_ = [torch.zeros(3, dtype=torch.float64), torch.zeros(3)]
+        out = refusal(lambda: OPS.bias_toward_flat_(out_, avg, anchor, 1e-40), lambda: out_ + avg + anchor)
+    """, ["beta", "bias_toward_flat_", "smallest normal"]),
     "bias_out_as_strided_self_overlap": ("""
         avg, anchor = [r(3), r(2, 2)], [r(3), r(2, 2)]
         out_ = [torch.zeros(3), torch.zeros(4).as_strided((2, 2), (1, 1))]
@@ -190,3 +210,47 @@ def test_bias_out_aliasing_an_input_of_another_dtype_group_reads_the_old_values(
                "dev1": float((out_[1] - want1).abs().max())}
     """)
     assert r["dev0"] < 1e-6 and r["dev1"] < 1e-6, r
+
+
+def test_beta_at_the_float32_limits_is_accepted_and_matches_the_formula():
+    """The edges of the accepted range for a float32 average, [2^-126, FLT_MAX], and 0: each
+    gives avg + beta (avg - anchor) as float64 computes it, rounded to float32 (a kernel that
+    flushed the small beta or overflowed the large one would be off by far more than 1 ulp)."""
+    r = run("""
+        import math
+        fmin, fmax = torch.finfo(torch.float32).tiny, torch.finfo(torch.float32).max
+        anchor = [torch.tensor([1.0, -2.0, 0.25])]
+        avg = [anchor[0] + 2.0 ** -20]              # avg - anchor = 2^-20 exactly
+        gaps = {}
+        for beta in (0.0, fmin, 1.0, 1e30, fmax):
+            out_ = [torch.zeros(3)]
+            OPS.bias_toward_flat_(out_, avg, anchor, beta)
+            a, c = avg[0].double(), anchor[0].double()
+            want = (a + beta * (a - c)).float()
+            ok = bool(torch.isfinite(out_[0]).all())
+            gaps[repr(beta)] = [ok, float(((out_[0].double() - want.double()).abs()
+                                           / want.double().abs().clamp_min(1e-30)).max())]
+        out = gaps
+    """)
+    for beta, (finite, rel) in r.items():
+        assert finite and rel <= 2 ** -23, (beta, rel)
+
+
+def test_float64_params_into_a_float64_avg_and_half_into_float32_still_work():
+    """What the one dtype policy keeps: float32/float16/bfloat16 params into a float64 average,
+    and float16/bfloat16 params into a float32 one, each equal to torch.lerp on the params
+    widened to the average's dtype."""
+    r = run("""
+        ok = {}
+        for adt, pdt in [(torch.float64, torch.float32), (torch.float64, torch.bfloat16),
+                         (torch.float32, torch.float16), (torch.float32, torch.bfloat16),
+                         (torch.float64, torch.float64)]:
+            avg, p = [r(5, dtype=adt)], [r(5).to(pdt)]
+            ref = [avg[0].clone()]
+            n = torch.tensor(3)
+            OPS.swa_update_(avg, p, n)
+            torch._foreach_lerp_(ref, [p[0].to(adt)], 0.25)
+            ok[f"{adt}<-{pdt}"] = torch.equal(avg[0], ref[0]) and int(n) == 4
+        out = ok
+    """)
+    assert all(r.values()), r

@@ -64,6 +64,25 @@ bool is_float(at::ScalarType t) {
   return t == at::kHalf || t == at::kFloat || t == at::kDouble || t == at::kBFloat16;
 }
 
+// The one dtype policy, shared with the Rust `Averager` (src/core/src/average/flat.rs,
+// `average_kind`): a source accumulates into its own dtype, into float64 from any floating dtype,
+// or into float32 from a half-precision dtype (an fp32 average of a bf16 model). Everything else
+// loses precision silently: float64 into float32 rounds every update, and a half-precision
+// average of a float32 model (or a bf16 average with decay 0.9999) stops moving.
+bool accumulates_into(at::ScalarType src, at::ScalarType dst) {
+  if (src == dst || dst == at::kDouble) return true;
+  return dst == at::kFloat && (src == at::kHalf || src == at::kBFloat16);
+}
+
+// What to do instead, for the refusal of `accumulates_into`.
+std::string widening_hint(at::ScalarType src, at::ScalarType dst) {
+  if (src == at::kDouble && dst == at::kFloat) {
+    return "; a torch.float64 source would be rounded to torch.float32 at every update: keep the average in "
+           "torch.float64, or convert the model to torch.float32";
+  }
+  return "; keep the average in torch.float32 or torch.float64";
+}
+
 bool symbolic(const at::Tensor& t) { return t.unsafeGetTensorImpl()->has_symbolic_sizes_strides(); }
 
 // Whether two elements of `t` may share an address. ATen's `has_internal_overlap` answers
@@ -148,10 +167,10 @@ void pairing(const char* op, const Arg& dst, std::initializer_list<Arg> srcs, Dt
       const auto st = s.scalar_type();
       TORCH_CHECK(is_float(st), "dtype of `", quoted(src.name, i, op), "`: got ", dtype_name(st), ", expected ",
                   kFloats);
-      TORCH_CHECK(st == dt || rule == Dtypes::Convert || dt == at::kFloat || dt == at::kDouble, "dtype of `",
-                  quoted(src.name, i, op), "`: got ", dtype_name(st), ", expected ", dtype_name(dt),
-                  " (the dtype of ", arg_name(dst.name, i), "; only a float32/float64 ", dst.name,
-                  " accepts other dtypes)");
+      TORCH_CHECK(rule == Dtypes::Convert || accumulates_into(st, dt), "dtype of `", quoted(src.name, i, op),
+                  "`: got ", dtype_name(st), ", expected ", dtype_name(dt), " (the dtype of ", arg_name(dst.name, i),
+                  "; a torch.float32 ", dst.name, " also accepts torch.float16 and torch.bfloat16, a torch.float64 ",
+                  dst.name, " any floating dtype", widening_hint(st, dt), ")");
       TORCH_CHECK(s.sizes().equals(d.sizes()), "shape of `", quoted(src.name, i, op), "`: got ", s.sizes(),
                   ", expected ", d.sizes(), " (the shape of ", arg_name(dst.name, i), ")");
       TORCH_CHECK(s.device() == d.device(), "device of `", quoted(src.name, i, op), "`: got ", s.device(),
@@ -265,6 +284,13 @@ void bias_call(at::TensorList out, at::TensorList avg, at::TensorList anchor, do
     TORCH_CHECK(std::fabs(beta) <= static_cast<double>(FLT_MAX), "invalid beta = ", number(beta), " (in ", op,
                 "): expected |beta| <= ", number(static_cast<double>(FLT_MAX)), " (the largest torch.float32: avg[",
                 i, "] is ", dtype_name(avg[i].scalar_type()), ", computed in float32)");
+    // A nonzero beta below the smallest normal float32 is flushed or rounded to a subnormal in
+    // float32, so the result would not be `avg + beta (avg - anchor)` as asked; the Rust
+    // `validate_beta_for` refuses the same range.
+    TORCH_CHECK(beta == 0.0 || std::fabs(beta) >= static_cast<double>(FLT_MIN), "invalid beta = ", number(beta),
+                " (in ", op, "): expected 0 or |beta| >= ", number(static_cast<double>(FLT_MIN)),
+                " (the smallest normal torch.float32: avg[", i, "] is ", dtype_name(avg[i].scalar_type()),
+                ", computed in float32)");
   }
   no_shared_memory(op, {o});
 }

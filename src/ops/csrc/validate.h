@@ -16,9 +16,11 @@ namespace asymvalley::check {
 
 // How a source's dtype may relate to its destination's.
 enum class Dtypes {
-  // The destination's dtype, or any floating dtype when the destination is float32/float64 (an
-  // fp32 average of a bf16 model). A half-precision destination accepts only its own dtype, so
-  // no precision is lost silently.
+  // The one dtype policy of every average (the Rust `Averager` keeps the same, see
+  // `average_kind`): the destination's own dtype; for a float32 destination also float16 and
+  // bfloat16 (an fp32 average of a half model); for a float64 destination any floating dtype.
+  // float64 into float32, and anything into a half-precision destination, are refused: they lose
+  // precision at every update, silently.
   Accumulate,
   // Any floating pair (writing an fp32 average back into a bf16 model).
   Convert,

@@ -6,7 +6,7 @@
 //! Valleys", Fig. 1(b)–(c)). β = 0 is the average itself; w̃ is affine in β.
 use crate::error::{Error, Result};
 use crate::shim;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// Checks that β is finite and ≥ 0.
 pub fn validate_beta(beta: f64) -> Result<()> {
@@ -14,6 +14,30 @@ pub fn validate_beta(beta: f64) -> Result<()> {
         Ok(())
     } else {
         Err(Error::invalid("beta", beta, "a finite number >= 0"))
+    }
+}
+
+/// Checks β for an average kept in `kind`: [`validate_beta`], and for an average that is not
+/// float64 (the pass computes in float32 there) β = 0 or β in [`f32::MIN_POSITIVE`], [`f32::MAX`]:
+/// a larger β overflows to inf, a smaller nonzero one is flushed toward zero, and neither gives
+/// `w̄ + β(w̄ − w)`. The op library's `bias_toward_flat_` refuses the same range.
+pub fn validate_beta_for(beta: f64, kind: Kind) -> Result<()> {
+    validate_beta(beta)?;
+    if kind == Kind::Double || beta == 0.0 {
+        return Ok(());
+    }
+    let (lo, hi) = (f64::from(f32::MIN_POSITIVE), f64::from(f32::MAX));
+    if (lo..=hi).contains(&beta) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "beta",
+            beta,
+            format!(
+                "0 or a number in [{lo:e}, {hi:e}] (the normal range of torch.float32, in which an \
+                 average of dtype {kind:?} is computed)"
+            ),
+        ))
     }
 }
 
@@ -29,6 +53,9 @@ pub fn bias_toward_flat(
     beta: f64,
 ) -> Result<()> {
     validate_beta(beta)?;
+    for a in avg {
+        validate_beta_for(beta, a.kind())?;
+    }
     let _guard = tch::no_grad_guard();
     shim::foreach_bias_toward_flat(out, avg, anchor, beta)
 }

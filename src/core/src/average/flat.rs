@@ -216,6 +216,10 @@ impl FlatStorage {
     /// `dest ← avg + β·(avg − anchor)` for every variable; `dest` may alias `anchor`.
     pub fn biased_into(&self, dests: &[Tensor], anchors: &[Tensor], beta: f64) -> Result<()> {
         super::bias::validate_beta(beta)?;
+        // Every group is checked before any is written: a refused β changes nothing.
+        for g in &self.groups {
+            super::bias::validate_beta_for(beta, g.buffer.kind())?;
+        }
         // The fused pass writes the biased weights over their anchors (the Averager's case).
         let in_place = dests.len() == anchors.len()
             && dests
