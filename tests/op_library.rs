@@ -93,7 +93,7 @@ fn scripted_averager_from_pytorch_continues_the_average() {
 #[test]
 fn scripted_swa_op_runs_from_rust() {
     let module = load();
-    let avg = vec![Tensor::zeros([2], (Kind::Float, tch::Device::Cpu))];
+    let avg = [Tensor::zeros([2], (Kind::Float, tch::Device::Cpu))];
     let p1 = Tensor::from_slice(&[1.0f32, 2.0]);
     let p2 = Tensor::from_slice(&[3.0f32, 6.0]);
     let n = Tensor::from(0i64);

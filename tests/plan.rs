@@ -787,7 +787,7 @@ mod averager_plan {
 /// and without a driver it says so and leaves the CPU path working.
 mod cuda_host {
     use asymvalley::average::{Averager, AveragerConfig};
-    use asymvalley::plan::cuda;
+    use asymvalley::shim::cuda;
     use tch::{nn, Device};
 
     #[test]

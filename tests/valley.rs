@@ -1,11 +1,11 @@
 //! The asymmetric-valley detector on valleys with known answers: the harness's 1-D valleys
 //! embedded in tch models, and a TorchScript model saved from PyTorch and probed through the CLI.
+use super::valley_support::{probe_cli, python};
 use asymvalley::valley::asymmetry::{analyze, AsymmetryConfig, ValleyClass};
 use asymvalley::valley::directions::{Direction, DirectionKind, ParamSubset};
 use asymvalley::valley::model::{LossKind, ProbeData, ProbeModel, TchModel};
 use asymvalley::valley::profile::{grid_through, profile, BnPlan};
 use harness::valley::{PiecewiseQuadratic, Valley1d};
-use std::path::PathBuf;
 use std::process::Command;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -185,10 +185,6 @@ fn detector_random_direction_ratio_within_interval() {
     assert!(loaded.tensors[0].equal(&d.tensors[0]));
 }
 
-fn python() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join(".venv/bin/python")
-}
-
 const SAVE_MODELS: &str = r#"
 import sys, torch
 from safetensors.torch import save_file
@@ -239,16 +235,6 @@ with torch.no_grad():
     stale = torch.nn.functional.cross_entropy(net(x), y)
 open(out + "/bn_loss.txt", "w").write(f"{loss.item():.10f} {stale.item():.10f}")
 "#;
-
-fn probe_cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_asymvalley"))
-        .arg("probe")
-        .arg("--quiet")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
-}
 
 /// A TorchScript model with a known asymmetric direction, saved from PyTorch here, probed
 /// through the CLI: every U(0,1) direction has d₀ > 0, so R = a₊/a₋ = 1/9 exactly and + is flat.

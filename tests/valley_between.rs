@@ -1,49 +1,19 @@
 //! `probe --between A B`: the line between two checkpoints, BatchNorm re-estimated at every point,
 //! against PyTorch evaluating the interpolated weights directly with the official `bn_update`.
-use super::valley_support::{json, losses, probe_fails, probe_ok, run_python};
+use super::valley_support::{
+    json, losses, probe_fails, probe_ok, run_python, two_checkpoints_py, BN_UPDATE_PY,
+};
 
 /// Two checkpoints of one BatchNorm MLP (different weights and running statistics), the data,
 /// and PyTorch's own losses along `w_A + t(w_B − w_A)`: stale (A's buffers, eval) and with the
 /// official `bn_update` (running stats reset, momentum b/(n+b), one train-mode pass) per point.
-const MODELS: &str = r#"
-import sys, json, torch
-from safetensors.torch import save_file
-out = sys.argv[1]
-torch.manual_seed(0)
-def make():
-    return torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(),
-                               torch.nn.Linear(16, 3))
-a, b = make(), make()
-x, y = torch.randn(200, 5), torch.randint(0, 3, (200,))
-for m, scale in ((a, 2.0), (b, 0.5)):
-    m.train(); m(x * scale + 1.0); m.eval()
-save_file({k: v.contiguous() for k, v in a.state_dict().items()}, out + "/a.safetensors")
-save_file({k: v.contiguous() for k, v in b.state_dict().items()}, out + "/b.safetensors")
+const EXTRAS_AND_ORACLE: &str = r#"
 sd = {k: v for k, v in a.state_dict().items() if k != "3.bias"}
 save_file({k: v.contiguous() for k, v in sd.items()}, out + "/missing.safetensors")
 sd = dict(a.state_dict()); sd["4.weight"] = torch.zeros(3)
 save_file({k: v.contiguous() for k, v in sd.items()}, out + "/unknown.safetensors")
 sd = dict(a.state_dict()); sd["0.weight"] = torch.zeros(5, 16)
 save_file({k: v.contiguous() for k, v in sd.items()}, out + "/shape.safetensors")
-torch.jit.save(torch.jit.script(make().eval()), out + "/mlp.pt")
-save_file({"inputs": x, "targets": y}, out + "/data.safetensors")
-
-def bn_update(model, batches):
-    # utils.bn_update of the official code, verbatim in effect.
-    model.train()
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in bns:
-        m.running_mean.zero_(); m.running_var.fill_(1.0)
-    n = 0
-    with torch.no_grad():
-        for xb in batches:
-            bsz = xb.shape[0]
-            for m in bns:
-                m.momentum = bsz / (n + bsz)
-            model(xb)
-            n += bsz
-    model.eval()
-
 ts = [(i - 2) / 4 for i in range(2 * 2 + 4 + 1)]
 res = {"t": ts, "full": [], "stale": []}
 names = [k for k, _ in a.named_parameters()]
@@ -63,6 +33,16 @@ for t in ts:
 json.dump(res, open(out + "/oracle.json", "w"))
 "#;
 
+/// The whole script: the shared checkpoints, the broken variants, the oracle.
+fn models() -> String {
+    format!(
+        "{}{}{}",
+        two_checkpoints_py(0, 16, 200),
+        BN_UPDATE_PY,
+        EXTRAS_AND_ORACLE
+    )
+}
+
 fn close(cli: &[f64], torch: &[f64], what: &str) {
     assert_eq!(cli.len(), torch.len(), "{what}");
     for (i, (c, t)) in cli.iter().zip(torch).enumerate() {
@@ -79,7 +59,7 @@ fn close(cli: &[f64], torch: &[f64], what: &str) {
 fn between_matches_direct_evaluation() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    run_python(d, MODELS);
+    run_python(d, &models());
     let oracle = json(d, "oracle.json");
     let want = |k: &str| -> Vec<f64> {
         oracle[k]

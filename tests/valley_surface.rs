@@ -1,28 +1,9 @@
 //! `probe --surface`: the 2-D surface `L(w + a·d1 + b·d2)` against PyTorch loading the shifted
 //! weights into the model and evaluating it (official `bn_update` for `--bn full`), and its row
 //! b = 0 against the CLI's own 1-D profile along d1.
-use super::valley_support::{json, losses, probe_fails, probe_ok, run_python};
-
-/// Two checkpoints of one BatchNorm MLP (different weights and running statistics), the model
-/// scripted at A's architecture, and the data.
-const MODELS: &str = r#"
-import sys, torch
-from safetensors.torch import save_file
-out = sys.argv[1]
-torch.manual_seed(1)
-def make():
-    return torch.nn.Sequential(torch.nn.Linear(5, 12), torch.nn.BatchNorm1d(12), torch.nn.ReLU(),
-                               torch.nn.Linear(12, 3))
-a, b = make(), make()
-x, y = torch.randn(150, 5), torch.randint(0, 3, (150,))
-for m, scale in ((a, 2.0), (b, 0.5)):
-    m.train(); m(x * scale + 1.0); m.eval()
-save_file({k: v.contiguous() for k, v in a.state_dict().items()}, out + "/a.safetensors")
-save_file({k: v.contiguous() for k, v in b.state_dict().items()}, out + "/b.safetensors")
-m = make(); m.load_state_dict(a.state_dict()); m.eval()
-torch.jit.save(torch.jit.script(m), out + "/mlp.pt")
-save_file({"inputs": x, "targets": y}, out + "/data.safetensors")
-"#;
+use super::valley_support::{
+    json, losses, probe_fails, probe_ok, run_python, two_checkpoints_py, BN_UPDATE_PY,
+};
 
 /// PyTorch's own loss at every point of each surface report named in argv[2:]: A's state dict,
 /// parameters set to `w + a·d1 + b·d2` from the saved directions (`d0/…`, `d1/…`), BatchNorm
@@ -35,18 +16,10 @@ data = load_file(out + "/data.safetensors"); x, y = data["inputs"], data["target
 def make():
     return torch.nn.Sequential(torch.nn.Linear(5, 12), torch.nn.BatchNorm1d(12), torch.nn.ReLU(),
                                torch.nn.Linear(12, 3))
-def bn_update(model, batches):
-    model.train()
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in bns:
-        m.running_mean.zero_(); m.running_var.fill_(1.0)
-    n = 0
-    with torch.no_grad():
-        for xb in batches:
-            for m in bns:
-                m.momentum = xb.shape[0] / (n + xb.shape[0])
-            model(xb); n += xb.shape[0]
-    model.eval()
+"#;
+
+/// The oracle's loop over the reports (after [`ORACLE`] and `bn_update`).
+const ORACLE_LOOP: &str = r#"
 res = {}
 for name in json.load(open(out + "/reports.json")):
     r = json.load(open(out + "/" + name))
@@ -104,7 +77,7 @@ fn axis(v: &serde_json::Value) -> Vec<f64> {
 fn surface_matches_direct_evaluation_and_the_profile() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    run_python(d, MODELS);
+    run_python(d, &two_checkpoints_py(1, 12, 150));
     let common = [
         "--model",
         "mlp.pt",
@@ -164,7 +137,7 @@ fn surface_matches_direct_evaluation_and_the_profile() {
         r#"["stale.json", "full.json", "line.json"]"#,
     )
     .unwrap();
-    run_python(d, ORACLE);
+    run_python(d, &format!("{ORACLE}{BN_UPDATE_PY}{ORACLE_LOOP}"));
     let oracle = json(d, "oracle.json");
     for name in ["stale.json", "full.json", "line.json"] {
         let r = json(d, name);

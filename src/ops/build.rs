@@ -5,7 +5,7 @@
 //!   `torch.ops.load_library` succeeds with no op registered.
 //! - the `.so` links only libtorch_cpu and libc10 (never libtorch_cuda, libpython or
 //!   libtorch_python), so it loads under any Python whose torch is 2.11.
-//! - the rpath to the build machine's libtorch is for Rust tests only; Python loads the library
+//! - the rpath to the build machine's libtorch is for the unit-test binary only (`-tests`); Python loads the library
 //!   after `import torch`, whose libtorch is then already in the process.
 //! - `asymvalley_abi.h` (in `OUT_DIR`) is written from `src/abi.rs`, the one definition of the
 //!   types both languages share, with a `static_assert` per field offset, so C++ cannot drift.
@@ -118,4 +118,8 @@ fn main() {
     println!("cargo:rustc-link-search=native={lib}");
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");
+    // The unit-test binary runs from target/, outside any Python process, so it needs a path to
+    // libtorch; `-tests` keeps it off the cdylib itself, which must find the libtorch of whatever
+    // Python loads it.
+    println!("cargo:rustc-link-arg-tests=-Wl,-rpath,{lib}");
 }

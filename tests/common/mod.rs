@@ -69,8 +69,7 @@ pub fn randomize_seeded(vs: &nn::VarStore, seed: u64) {
             let values: Vec<f64> = (0..t.numel())
                 .map(|_| rng.sample::<f64, _>(rand_distr::StandardNormal) * 100.0)
                 .collect();
-            let _ = t
-                .shallow_clone()
+            t.shallow_clone()
                 .copy_(&Tensor::from_slice(&values).reshape(t.size()));
         }
     });

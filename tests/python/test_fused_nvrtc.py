@@ -2,7 +2,7 @@
 machine without a GPU, with no warning: NVRTC (libnvrtc from the nvidia-cuda-nvrtc wheel torch
 depends on) needs no driver to compile, only to load, so CI catches a kernel that does not build.
 
-It is compiled the way the launcher (src/core/src/plan/cuda.rs) compiles it: plan.cuh handed to
+It is compiled the way the launcher (src/core/src/shim/cuda.rs) compiles it: plan.cuh handed to
 NVRTC as an in-memory header (no include path to the source folder), the CUDA headers of the
 wheel, and the options of csrc/fused/nvrtc_options.txt, to a cubin for sm_XY.
 
@@ -80,7 +80,7 @@ def test_kernels_compile_without_warnings(arch):
 
 def test_options_file_is_what_the_launcher_reads():
     # The launcher embeds the same file (include_str!) and prepends the same two options.
-    src = (ROOT / "src" / "core" / "src" / "plan" / "cuda.rs").read_text()
+    src = (ROOT / "src" / "core" / "src" / "shim" / "cuda.rs").read_text()
     assert 'include_str!("../../csrc/fused/nvrtc_options.txt")' in src
     assert 'include_str!("../../csrc/fused/plan.cuh")' in src
     assert "--gpu-architecture=sm_{arch}" in src

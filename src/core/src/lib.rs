@@ -26,6 +26,8 @@
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
+// Every `unsafe` of the crate is in `shim` (the one FFI boundary), which opts back in.
+#![deny(unsafe_code)]
 
 pub mod average;
 pub mod bn;
@@ -39,5 +41,6 @@ pub mod shim;
 pub mod stats;
 mod threads;
 pub mod valley;
+pub mod var_store;
 
 pub use error::{Error, Result};

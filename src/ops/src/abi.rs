@@ -113,3 +113,81 @@ c_struct! {
         weight: f64 => "double",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpp_tables_hold_each_variant_with_its_rust_value() {
+        let actions = [
+            AsvAction::Skip,
+            AsvAction::Mirror,
+            AsvAction::Copy,
+            AsvAction::Lerp,
+        ];
+        let names: Vec<(String, i32)> = actions
+            .iter()
+            .map(|a| (format!("{a:?}"), *a as i32))
+            .collect();
+        let table: Vec<(String, i32)> = AsvAction::C_VARIANTS
+            .iter()
+            .map(|&(n, v)| (n.to_owned(), v))
+            .collect();
+        assert_eq!(table, names);
+        assert_eq!(
+            AsvMode::C_VARIANTS,
+            &[("Swa", AsvMode::Swa as i32), ("Ema", AsvMode::Ema as i32)]
+        );
+        let w = AsvWarmup::C_VARIANTS;
+        assert_eq!(
+            w,
+            &[
+                ("None", 0),
+                ("Tf", AsvWarmup::Tf as i32),
+                ("Power", AsvWarmup::Power as i32)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_field_tables_match_the_rust_layout() {
+        // Every field, in declaration order, with strictly increasing offsets inside the struct:
+        // the generated static_asserts check these very numbers against the C++ compiler's.
+        for (fields, size) in [
+            (AsvRule::C_FIELDS, AsvRule::C_SIZE),
+            (AsvPlan::C_FIELDS, AsvPlan::C_SIZE),
+        ] {
+            assert!(fields.windows(2).all(|w| w[0].2 < w[1].2), "{fields:?}");
+            assert!(fields.iter().all(|f| f.2 < size));
+        }
+        let names: Vec<&str> = AsvRule::C_FIELDS.iter().map(|f| f.0).collect();
+        assert_eq!(
+            names,
+            [
+                "mode",
+                "warmup",
+                "decay",
+                "inv_gamma",
+                "power",
+                "min_decay",
+                "update_after_step",
+                "update_every"
+            ]
+        );
+        assert_eq!(
+            AsvRule::C_FIELDS[6],
+            (
+                "update_after_step",
+                "uint64_t",
+                std::mem::offset_of!(AsvRule, update_after_step)
+            )
+        );
+        assert_eq!(AsvPlan::C_SIZE, std::mem::size_of::<AsvPlan>());
+        assert_eq!(
+            AsvPlan::C_FIELDS[1].2,
+            8,
+            "a double after a 4-byte enum is aligned to 8"
+        );
+    }
+}

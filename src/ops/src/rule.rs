@@ -2,9 +2,8 @@
 //! [`AsvRule`], and asked at every update what to do ([`plan`]), by the same
 //! [`AveragerConfig::action`] the Rust [`avcore::average::Averager`] follows.
 //!
-//! The crate is a cdylib without a test target (a test binary would need an rpath to libtorch,
-//! which the library must not carry), so these functions are tested through the class:
-//! `tests/python/test_ops.py` (bad configurations, the warmup's closed form),
+//! Tested here (parsing, refusals by name, the plan against the closed forms) and through the
+//! class: `tests/python/test_ops.py` (bad configurations, the warmup's closed form),
 //! `tests/python/test_averager_reliability.py` (negative pickled counters) and `tests/op_library.rs`.
 use crate::abi::{AsvAction, AsvMode, AsvPlan, AsvRule, AsvWarmup};
 use avcore::average::{Action, AveragerConfig, EmaConfig, Rule, Warmup};
@@ -118,4 +117,193 @@ pub fn plan(rule: &AsvRule, steps: i64, n_averaged: i64) -> Result<AsvPlan> {
         Action::Lerp { weight } => (AsvAction::Lerp, weight),
     };
     Ok(AsvPlan { action, weight })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(mode: &'static str) -> RuleArgs<'static> {
+        RuleArgs {
+            mode,
+            warmup: "none",
+            decay: 0.9,
+            inv_gamma: 1.0,
+            power: 0.75,
+            min_decay: 0.0,
+            update_after_step: 0,
+            update_every: 1,
+        }
+    }
+
+    fn refusal(a: RuleArgs) -> String {
+        match parse(&a) {
+            Ok(rule) => panic!("accepted {a:?} as {rule:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn each_bad_argument_is_refused_by_its_name_and_value() {
+        let cases: [(RuleArgs, &str, &str); 6] = [
+            (
+                RuleArgs {
+                    mode: "mean",
+                    ..args("swa")
+                },
+                "mode",
+                "mean",
+            ),
+            (
+                RuleArgs {
+                    warmup: "linear",
+                    ..args("ema")
+                },
+                "warmup",
+                "linear",
+            ),
+            (
+                RuleArgs {
+                    update_after_step: -1,
+                    ..args("swa")
+                },
+                "update_after_step",
+                "-1",
+            ),
+            (
+                RuleArgs {
+                    update_every: -2,
+                    ..args("swa")
+                },
+                "update_every",
+                "-2",
+            ),
+            (
+                RuleArgs {
+                    update_every: 0,
+                    ..args("swa")
+                },
+                "update_every",
+                "0",
+            ),
+            (
+                RuleArgs {
+                    decay: 1.5,
+                    ..args("ema")
+                },
+                "decay",
+                "1.5",
+            ),
+        ];
+        for (a, name, value) in cases {
+            let msg = refusal(a);
+            assert!(msg.contains(name) && msg.contains(value), "{a:?}: {msg}");
+        }
+    }
+
+    #[test]
+    fn a_parsed_rule_keeps_every_argument() {
+        let a = RuleArgs {
+            warmup: "power",
+            decay: 0.999,
+            inv_gamma: 2.0,
+            power: 0.5,
+            min_decay: 0.1,
+            update_after_step: 3,
+            update_every: 2,
+            ..args("ema")
+        };
+        let r = parse(&a).unwrap();
+        assert_eq!((r.mode, r.warmup), (AsvMode::Ema, AsvWarmup::Power));
+        assert_eq!(
+            (r.decay, r.inv_gamma, r.power, r.min_decay),
+            (0.999, 2.0, 0.5, 0.1)
+        );
+        assert_eq!((r.update_after_step, r.update_every), (3, 2));
+    }
+
+    #[test]
+    fn swa_plans_copy_then_the_running_mean_weight() {
+        let r = parse(&args("swa")).unwrap();
+        let p = |steps, n| plan(&r, steps, n).unwrap();
+        assert_eq!(
+            p(0, 0),
+            AsvPlan {
+                action: AsvAction::Copy,
+                weight: 1.0
+            }
+        );
+        // The running mean of n + 1 snapshots: the new one has weight 1 / (n + 1).
+        for n in 1..20 {
+            assert_eq!(
+                p(n, n),
+                AsvPlan {
+                    action: AsvAction::Lerp,
+                    weight: 1.0 / (n as f64 + 1.0)
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn before_update_after_step_swa_skips_and_ema_mirrors() {
+        let swa = parse(&RuleArgs {
+            update_after_step: 2,
+            ..args("swa")
+        })
+        .unwrap();
+        let ema = parse(&RuleArgs {
+            update_after_step: 2,
+            ..args("ema")
+        })
+        .unwrap();
+        for steps in 0..2 {
+            assert_eq!(plan(&swa, steps, 0).unwrap().action, AsvAction::Skip);
+            assert_eq!(
+                plan(&ema, steps, 0).unwrap(),
+                AsvPlan {
+                    action: AsvAction::Mirror,
+                    weight: 1.0
+                }
+            );
+        }
+        assert_eq!(plan(&swa, 2, 0).unwrap().action, AsvAction::Copy);
+        assert_eq!(plan(&ema, 2, 0).unwrap().action, AsvAction::Copy);
+    }
+
+    #[test]
+    fn the_power_warmup_weight_is_one_minus_the_clamped_closed_form() {
+        // ema-pytorch's decay at t averaging steps: 1 - (1 + t / inv_gamma)^-power, clamped to
+        // [min_decay, decay]; several gammas and powers, so gamma read as 1 / gamma fails.
+        for (inv_gamma, power) in [(1.0, 0.75), (2.0, 0.5), (0.5, 2.0 / 3.0), (10.0, 1.0)] {
+            let a = RuleArgs {
+                warmup: "power",
+                decay: 0.995,
+                inv_gamma,
+                power,
+                min_decay: 0.05,
+                ..args("ema")
+            };
+            let r = parse(&a).unwrap();
+            for t in [1_i64, 2, 5, 17, 1000, 100_000] {
+                let decay = (1.0 - (1.0 + t as f64 / inv_gamma).powf(-power)).clamp(0.05, 0.995);
+                let got = plan(&r, t, 1).unwrap();
+                assert_eq!(got.action, AsvAction::Lerp);
+                assert!(
+                    (got.weight - (1.0 - decay)).abs() < 1e-15,
+                    "gamma {inv_gamma}, p {power}, t {t}: {got:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn negative_counters_are_refused_by_name() {
+        let r = parse(&args("swa")).unwrap();
+        assert!(plan(&r, -1, 0).unwrap_err().to_string().contains("steps"));
+        assert!(plan(&r, 3, -1)
+            .unwrap_err()
+            .to_string()
+            .contains("n_averaged"));
+    }
 }

@@ -1,16 +1,11 @@
-//! The one walk over a VarStore's trainable variables, sorted by name: snapshots, restores and
-//! points on the line between two snapshots.
+//! Snapshots of a VarStore's trainable variables (through the library's one sorted walk,
+//! `asymvalley::var_store`), restores, and points on the line between two snapshots.
 use asymvalley::error::{Error, Result};
+use asymvalley::var_store::{sorted_variables, Vars};
 use tch::{nn::VarStore, Tensor};
 
 fn trainable_sorted(vs: &VarStore) -> Vec<(String, Tensor)> {
-    let mut vars: Vec<(String, Tensor)> = vs
-        .variables()
-        .into_iter()
-        .filter(|(_, t)| t.requires_grad())
-        .collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    vars
+    sorted_variables(vs, Vars::Trainable)
 }
 
 /// Copies of the trainable variables (the parameters, never the BatchNorm buffers), by name.

@@ -15,15 +15,15 @@
 // `scalar_ptr` is not null, read from device memory, so that a captured CUDA graph replays with
 // the current step's weight. Nothing here allocates or synchronizes.
 //
-// Compiled at run time by NVRTC (src/core/src/plan/cuda.rs), with plan.cuh given as an in-memory
+// Compiled at run time by NVRTC (src/core/src/shim/cuda.rs), with plan.cuh given as an in-memory
 // header and the options of nvrtc_options.txt.
 #include "plan.cuh"
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-// Dtype codes of the plan's per-tensor dtype tables (as in cpu.cpp and plan/ffi.rs).
+// Dtype codes of the plan's per-tensor dtype tables (as in cpu.cpp and src/core/src/shim/ffi.rs).
 enum AvDtype : unsigned char { AV_F32 = 0, AV_F64 = 1, AV_BF16 = 2, AV_F16 = 3 };
-// Operation codes (as in cpu.cpp and plan/fused_ffi.rs).
+// Operation codes (as in cpu.cpp and src/core/src/shim/ffi.rs).
 enum AvOp : int { AV_OP_LERP = 0, AV_OP_COPY_IN = 1, AV_OP_COPY_OUT = 2, AV_OP_BIAS = 3 };
 
 // The per-tensor tables of one fused update (device memory), next to the layout.

@@ -8,6 +8,7 @@
 use super::flat::{FlatStorage, VarSpec};
 use super::rule::{Action, AveragerConfig};
 use crate::error::{Error, Result};
+use crate::var_store::{sorted_variables, Vars};
 use std::collections::HashMap;
 use tch::{nn::VarStore, Tensor};
 
@@ -69,12 +70,6 @@ pub struct Averager {
     backup: Option<Vec<Tensor>>,
 }
 
-fn sorted_variables(vs: &VarStore) -> Vec<(String, Tensor)> {
-    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    vars
-}
-
 fn spec_of(t: &Tensor) -> VarSpec {
     VarSpec {
         shape: t.size(),
@@ -90,7 +85,7 @@ impl Averager {
     /// [`Error::InvalidConfig`] when the configuration is out of range, or the VarStore is empty.
     pub fn new(vs: &VarStore, config: AveragerConfig) -> Result<Self> {
         config.validate()?;
-        let vars = sorted_variables(vs);
+        let vars = sorted_variables(vs, Vars::All);
         if vars.is_empty() {
             return Err(Error::invalid(
                 "vs",

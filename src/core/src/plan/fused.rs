@@ -66,7 +66,7 @@ pub struct FusedPlan {
     device: Option<Device>,
     builds: u64,
     /// The device tables and kernel, when the plan is on a CUDA device.
-    cuda: Option<super::cuda::DevicePlan>,
+    cuda: Option<crate::shim::cuda::DevicePlan>,
 }
 
 impl FusedPlan {
@@ -182,7 +182,7 @@ impl FusedPlan {
         match device {
             None | Some(Device::Cpu) => {}
             Some(Device::Cuda(index)) => {
-                match super::cuda::DevicePlan::build(index, &layout, avg, model)? {
+                match crate::shim::cuda::DevicePlan::build(index, &layout, avg, model)? {
                     Ok(plan) => cuda = Some(plan),
                     Err(why) => return Ok(Err(Ineligible::Device(why))),
                 }

@@ -7,14 +7,15 @@
 //! the 64-element BatchNorm vectors of a ResNet share a block instead of costing one each. The
 //! same arithmetic is written once more in C (`csrc/fused/plan.cuh`) for the kernel; the tests of
 //! this module are the exhaustive check of both forms' contract.
-pub mod cpu;
-pub mod cuda;
-mod ffi;
+//!
+//! This module is pure indexing and bookkeeping; the passes that run a plan (the CPU pass through
+//! `csrc/fused/cpu.cpp`, the CUDA kernel through NVRTC and the driver API) are FFI, and live in
+//! [`crate::shim`] with the crate's other `unsafe` code: [`crate::shim::fused_cpu`] and
+//! [`crate::shim::cuda`].
 pub mod fused;
-mod fused_ffi;
 pub mod layout;
 pub mod op;
 
-pub use cpu::{apply_cpu, cpu_variant, lerp_cpu};
+pub use crate::shim::fused_cpu::{apply_cpu, cpu_variant, lerp_cpu};
 pub use layout::{Layout, Segment};
 pub use op::FusedOp;

@@ -1,11 +1,23 @@
-//! Safe wrappers over the fused `at::_foreach_*` kernels of the C++ shim.
+//! The crate's one FFI boundary: every `extern "C"` declaration, every `unsafe` block and the
+//! passing of C++ error messages are here, each `unsafe` under a SAFETY comment saying why it
+//! holds. The rest of the crate is `#![deny(unsafe_code)]` (see `lib.rs`) and calls only the safe
+//! functions below, which check what the C side relies on (lengths, devices, dtypes, sizes)
+//! before crossing, and turn every C++ exception into [`Error::Shim`].
 //!
-//! tch binds no `_foreach_*` op, so a pure-tch update is one kernel launch per tensor; these
-//! calls are one launch per group on CUDA (ATen loops per tensor on CPU, with no Rust overhead).
-//! Callers validate lengths, shapes, dtypes and devices first: these functions only check the
-//! list lengths (empty lists are a no-op, which ATen would refuse) and turn any C++ exception into [`Error::Shim`].
+//! - [`ffi`]: the raw declarations and the `#[repr(C)]` types that cross.
+//! - [`foreach`]: the fused `at::_foreach_*` kernels (tch binds none of them).
+//! - [`fused_cpu`]: the plan's one parallel CPU pass (`csrc/fused/cpu.cpp`).
+//! - [`cuda`]: the plan's CUDA kernel, compiled by NVRTC and launched through the driver API,
+//!   both `dlopen`ed at run time.
+//! - [`jit`]: an owned `torch::jit::Module` with its buffers (tch exposes none).
+#![allow(unsafe_code)]
+pub mod cuda;
 mod ffi;
+mod foreach;
+pub mod fused_cpu;
 pub mod jit;
+
+pub use foreach::{foreach_bias_toward_flat, foreach_copy_, foreach_lerp_};
 
 use crate::error::{Error, Result};
 use std::ffi::CStr;
@@ -13,14 +25,14 @@ use std::os::raw::c_char;
 use tch::Tensor;
 use torch_sys::C_tensor;
 
-fn handles(tensors: &[Tensor]) -> Vec<*mut C_tensor> {
+pub(crate) fn handles(tensors: &[Tensor]) -> Vec<*mut C_tensor> {
     tensors
         .iter()
         .map(|t| t.as_ptr() as *mut C_tensor)
         .collect()
 }
 
-fn check_lengths(op: &'static str, lens: &[(&'static str, usize)]) -> Result<()> {
+pub(crate) fn check_lengths(op: &'static str, lens: &[(&'static str, usize)]) -> Result<()> {
     let (first_name, first) = lens[0];
     for &(name, len) in &lens[1..] {
         if len != first {
@@ -37,7 +49,7 @@ fn check_lengths(op: &'static str, lens: &[(&'static str, usize)]) -> Result<()>
 }
 
 /// Turns the shim's status (NULL or an owned C string) into a `Result`.
-fn status(op: &'static str, msg: *mut c_char) -> Result<()> {
+pub(crate) fn status(op: &'static str, msg: *mut c_char) -> Result<()> {
     if msg.is_null() {
         return Ok(());
     }
@@ -49,55 +61,4 @@ fn status(op: &'static str, msg: *mut c_char) -> Result<()> {
     // SAFETY: `msg` came from the shim and is freed exactly once.
     unsafe { ffi::asymvalley_free_error(msg) };
     Err(Error::Shim { op, msg: text })
-}
-
-/// `avg[i] ← avg[i] + weight·(src[i] − avg[i])`, fused; `src` may be half precision when `avg` is fp32.
-pub fn foreach_lerp_(avg: &[Tensor], src: &[Tensor], weight: f64) -> Result<()> {
-    check_lengths("foreach_lerp_", &[("avg", avg.len()), ("src", src.len())])?;
-    if avg.is_empty() {
-        return Ok(());
-    }
-    let (a, s) = (handles(avg), handles(src));
-    // SAFETY: both arrays hold `a.len()` live tensor handles borrowed for the call's duration.
-    status("foreach_lerp_", unsafe {
-        ffi::asymvalley_foreach_lerp_(a.as_ptr(), s.as_ptr(), a.len(), weight)
-    })
-}
-
-/// `dst[i] ← src[i]` (with dtype conversion), fused.
-pub fn foreach_copy_(dst: &[Tensor], src: &[Tensor]) -> Result<()> {
-    check_lengths("foreach_copy_", &[("dst", dst.len()), ("src", src.len())])?;
-    if dst.is_empty() {
-        return Ok(());
-    }
-    let (d, s) = (handles(dst), handles(src));
-    // SAFETY: both arrays hold `d.len()` live tensor handles borrowed for the call's duration.
-    status("foreach_copy_", unsafe {
-        ffi::asymvalley_foreach_copy_(d.as_ptr(), s.as_ptr(), d.len())
-    })
-}
-
-/// `out[i] ← avg[i] + β·(avg[i] − anchor[i])`, computed in `avg`'s dtype, fused.
-pub fn foreach_bias_toward_flat(
-    out: &[Tensor],
-    avg: &[Tensor],
-    anchor: &[Tensor],
-    beta: f64,
-) -> Result<()> {
-    check_lengths(
-        "bias_toward_flat",
-        &[
-            ("out", out.len()),
-            ("avg", avg.len()),
-            ("anchor", anchor.len()),
-        ],
-    )?;
-    if out.is_empty() {
-        return Ok(());
-    }
-    let (o, a, c) = (handles(out), handles(avg), handles(anchor));
-    // SAFETY: the three arrays hold `o.len()` live tensor handles borrowed for the call.
-    status("bias_toward_flat", unsafe {
-        ffi::asymvalley_foreach_bias_toward_flat(o.as_ptr(), a.as_ptr(), c.as_ptr(), o.len(), beta)
-    })
 }

@@ -3,6 +3,7 @@
 use crate::bn::{reestimate_batch_norm, BatchNormModel, BnWeighting};
 use crate::error::{Error, Result};
 use crate::network::Network;
+use crate::var_store::{sorted_variables, Vars};
 use tch::{nn::VarStore, Kind, Tensor};
 
 /// A named tensor of the probed model. The tensor aliases the model's storage: writing into it
@@ -243,22 +244,18 @@ impl<'a> TchModel<'a> {
             bn: None,
         }
     }
-
-    fn sorted(&self, trainable: bool) -> Vec<(String, Tensor)> {
-        let mut vars: Vec<(String, Tensor)> = self
-            .vs
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad() == trainable)
-            .collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        vars
-    }
 }
 
 impl ProbeModel for TchModel<'_> {
     fn named_tensors(&self, buffers: bool) -> Result<Vec<(String, Tensor)>> {
-        Ok(self.sorted(!buffers))
+        Ok(sorted_variables(
+            self.vs,
+            if buffers {
+                Vars::Buffers
+            } else {
+                Vars::Trainable
+            },
+        ))
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {

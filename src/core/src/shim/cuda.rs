@@ -14,9 +14,9 @@
 //!   `c10::cuda::getCurrentCUDAStream`, resolved from the already-loaded `libc10_cuda`), with the
 //!   plan's tables in device memory (uploaded when the plan is built, never per step). A launch
 //!   does not synchronize and does not allocate, so it can be captured in a CUDA graph.
-use super::cpu::dtype_code;
-use super::ffi::AvLayout;
-use super::{FusedOp, Layout};
+use super::ffi::{AvLayout, AV_OP_BIAS, AV_OP_COPY_IN, AV_OP_COPY_OUT, AV_OP_LERP};
+use super::fused_cpu::dtype_code;
+use crate::plan::{FusedOp, Layout};
 use crate::{Error, Result};
 use libloading::os::unix::{Library, Symbol, RTLD_GLOBAL, RTLD_LOCAL, RTLD_NOW};
 use std::collections::HashMap;
@@ -620,10 +620,10 @@ impl DevicePlan {
             model_dtype: ptr(6),
         };
         let (mut code, mut scalar): (c_int, f64) = match op {
-            FusedOp::Lerp(w) => (0, w),
-            FusedOp::CopyIn => (1, 0.0),
-            FusedOp::CopyOut => (2, 0.0),
-            FusedOp::Bias(b) => (3, b),
+            FusedOp::Lerp(w) => (AV_OP_LERP, w),
+            FusedOp::CopyIn => (AV_OP_COPY_IN, 0.0),
+            FusedOp::CopyOut => (AV_OP_COPY_OUT, 0.0),
+            FusedOp::Bias(b) => (AV_OP_BIAS, b),
         };
         let mut scalar_ptr: *const f64 = std::ptr::null();
         let mut params: [*mut c_void; 5] = [

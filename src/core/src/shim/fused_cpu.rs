@@ -1,8 +1,7 @@
 //! The CPU fused update: one parallel pass over all tensors of a [`Layout`], the host-side run
 //! of the kernel's indexing (`csrc/fused/plan.cuh`).
 use super::ffi::{self, AvLayout};
-use super::fused_ffi;
-use super::{FusedOp, Layout};
+use crate::plan::{FusedOp, Layout};
 use crate::{Error, Result};
 use std::os::raw::{c_int, c_void};
 use tch::{Device, Kind, Tensor};
@@ -88,10 +87,10 @@ pub fn apply_cpu(layout: &Layout, op: FusedOp, avg: &[Tensor], model: &[Tensor])
     let model_ptr: Vec<*mut c_void> = model.iter().map(|x| x.data_ptr()).collect();
     let model_const: Vec<*const c_void> = model_ptr.iter().map(|&p| p as *const c_void).collect();
     let (code, scalar): (c_int, f64) = match op {
-        FusedOp::Lerp(w) => (fused_ffi::AV_OP_LERP, w),
-        FusedOp::CopyIn => (fused_ffi::AV_OP_COPY_IN, 0.0),
-        FusedOp::CopyOut => (fused_ffi::AV_OP_COPY_OUT, 0.0),
-        FusedOp::Bias(b) => (fused_ffi::AV_OP_BIAS, b),
+        FusedOp::Lerp(w) => (ffi::AV_OP_LERP, w),
+        FusedOp::CopyIn => (ffi::AV_OP_COPY_IN, 0.0),
+        FusedOp::CopyOut => (ffi::AV_OP_COPY_OUT, 0.0),
+        FusedOp::Bias(b) => (ffi::AV_OP_BIAS, b),
     };
     // SAFETY: every table outlives the call; each pointer addresses `sizes[t]` contiguous CPU
     // elements of the dtype its code names (checked above), and the layout's blocks are disjoint.
@@ -107,7 +106,7 @@ pub fn apply_cpu(layout: &Layout, op: FusedOp, avg: &[Tensor], model: &[Tensor])
                 model_dtype.as_ptr(),
                 w,
             ),
-            _ => fused_ffi::av_cpu_apply(
+            _ => ffi::av_cpu_apply(
                 code,
                 c_layout(layout),
                 layout.blocks(),
@@ -134,7 +133,7 @@ pub fn apply_cpu(layout: &Layout, op: FusedOp, avg: &[Tensor], model: &[Tensor])
 /// (picked once, at first use), else `"baseline"`; `ASYMVALLEY_FUSED_CPU=baseline` forces the latter.
 pub fn cpu_variant() -> &'static str {
     // SAFETY: no arguments; the C side catches everything.
-    if unsafe { fused_ffi::av_cpu_variant() } == 1 {
+    if unsafe { ffi::av_cpu_variant() } == 1 {
         "avx2+fma"
     } else {
         "baseline"
