@@ -23,7 +23,7 @@ mod study_cpu_independence;
 mod study_detector_interval;
 /// The study's line (claim 13): the official grid, parameters-only points, BN recomputed.
 mod study_line;
-/// The study's restart (claim 14): the official selection rule through the restart loop.
+/// The study's restart (claim 14): the full budget, the official rule, the last passing epoch kept.
 mod study_restart;
 /// The averaging theorems through the project's own SWA (SGD in tch on synthetic valleys).
 mod theorems_through_averager;

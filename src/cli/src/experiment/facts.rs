@@ -122,6 +122,7 @@ mod tests {
             },
             restart: Restart {
                 epochs: vec![],
+                passing: vec![],
                 selected: None,
             },
             line: None,

@@ -6,7 +6,8 @@ use asymvalley::error::Result;
 use std::path::Path;
 
 /// `restart.svg`: per seed, the restart epochs' running train loss and test loss minus SWA's.
-/// The rule keeps the first epoch with the left curve below 0 and the right one above 0.
+/// An epoch passes the rule with the left curve below 0 and the right one above 0; the marker is
+/// the last passing epoch, the one the line goes to.
 pub fn restart_figure(path: &Path, study: &Study) -> Result<()> {
     let mut train = Panel {
         title: "running train loss − SWA's (rule: < 0)".into(),

@@ -12,6 +12,9 @@ const TEMPLATE: &str = include_str!("report.md.j2");
 /// The settings note on the learning rate (measured before, by the grid it describes).
 const LR_NOTE: &str = include_str!("lr_note.md");
 
+/// The restart protocol (fixed before the full-budget study's verdicts were seen).
+const RESTART_NOTE: &str = include_str!("restart_note.md");
+
 #[derive(Serialize)]
 struct SummaryRow {
     claim: String,
@@ -32,6 +35,14 @@ struct NumberRow {
     what: String,
     value: String,
     n: usize,
+}
+
+#[derive(Serialize)]
+struct RestartRow {
+    seed: u64,
+    passing: usize,
+    epoch: String,
+    distance: String,
 }
 
 #[derive(Serialize)]
@@ -67,6 +78,23 @@ pub fn spread_cell(s: &Spread) -> String {
 
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("—".into(), |x| format!("{x:.digits$}"))
+}
+
+/// Per seed: the epochs that passed the rule, the selected (last passing) one, the line's length.
+fn restart_rows(study: &Study) -> Vec<RestartRow> {
+    study
+        .outcomes
+        .iter()
+        .map(|s| RestartRow {
+            seed: s.seed,
+            passing: s.restart.passing.len(),
+            epoch: s
+                .restart
+                .selected
+                .map_or("— (rule did not fire)".into(), |e| (e + 1).to_string()),
+            distance: opt(s.line.as_ref().map(|l| l.profiles.distance), 4),
+        })
+        .collect()
 }
 
 fn line_rows(study: &Study) -> Vec<LineRow> {
@@ -213,10 +241,12 @@ pub fn render(study: &Study, args: &str) -> Result<String> {
         points => c.points,
         chunks => c.chunks,
         lr_note => LR_NOTE.trim(),
+        restart_note => RESTART_NOTE.trim(),
+        restarts => restart_rows(study),
         solutions,
         fired => fired.len(),
         fired_list => if fired.is_empty() { "none".to_string() } else { fired.join(", ") },
-        restart_epoch => cell("restart epoch selected (fired seeds)"),
+        restart_epoch => cell("restart epoch selected, the last passing (fired seeds)"),
         lines => line_rows(study),
         valleys => study.outcomes.iter().filter(|s| s.line.as_ref().is_some_and(|l| l.valley.is_some())).count(),
         distance => cell("line: ‖w_sgd − w_swa‖ (fired seeds)"),

@@ -245,6 +245,7 @@ pub fn run_seed(
     let swa_weights = snapshot(&bn.vs)?;
     let swa = bn.outcome.swa;
     let restart = sgd_after_swa(
+        &bn.vs,
         &bn.net,
         &mut bn.optimizer,
         data,
@@ -252,11 +253,16 @@ pub fn run_seed(
         config.after_lr(),
         config.after_epochs,
         &swa,
-        |e| {
-            progress(&format!(
-                "restart: train {:.4} test {:.4}",
-                e.train.loss, e.test.loss
-            ))
+        {
+            let mut done = 0;
+            let progress = &mut *progress;
+            move |e| {
+                done += 1;
+                progress(&format!(
+                    "restart epoch {done}/{}: train {:.4} test {:.4}",
+                    config.after_epochs, e.train.loss, e.test.loss
+                ))
+            }
         },
     )?;
     let line = match restart.selected {

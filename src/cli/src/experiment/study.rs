@@ -23,7 +23,7 @@ pub struct StudyConfig {
     pub weight_decay: f64,
     /// Mini-batch size.
     pub batch: i64,
-    /// At most this many restart epochs.
+    /// Restart epochs, all run (official: 50).
     pub after_epochs: usize,
     /// Grid points per unit of t on the line.
     pub division: usize,
@@ -178,7 +178,11 @@ pub fn numbers(outcomes: &[SeedOutcome]) -> Result<Vec<Spread>> {
             each(&|s| Some(s.plain.swa.test.accuracy)),
         )?,
         Spread::of(
-            "restart epoch selected (fired seeds)",
+            "restart epochs passing the rule",
+            each(&|s| Some(s.restart.passing.len() as f64)),
+        )?,
+        Spread::of(
+            "restart epoch selected, the last passing (fired seeds)",
             each(&|s| s.restart.selected.map(|e| (e + 1) as f64)),
         )?,
         Spread::of(
