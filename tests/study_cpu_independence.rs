@@ -66,6 +66,6 @@ fn verdicts_are_the_same_under_two_floating_point_configurations() {
         "1",
     );
     let native = summary(&dir.path().join("b"), &[], "2");
-    assert_eq!(portable.len(), 10);
+    assert_eq!(portable.len(), 12);
     assert_eq!(portable, native);
 }

@@ -217,7 +217,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         write_report(&staging, &study, &format!("{args:?}"))?;
         for f in &study.findings {
             println!(
-                "  {:<78} {:>9}  {}",
+                "  {:<86} {:>9}  {}",
                 f.claim,
                 format!("{}/{}", f.k, f.n),
                 f.verdict.word()

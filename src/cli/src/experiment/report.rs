@@ -31,6 +31,15 @@ struct PairRow {
 }
 
 #[derive(Serialize)]
+struct DirectionRow {
+    law: &'static str,
+    bn_fraction: String,
+    plain_fraction: String,
+    bn_log: String,
+    plain_log: String,
+}
+
+#[derive(Serialize)]
 struct NumberRow {
     what: String,
     value: String,
@@ -199,6 +208,16 @@ pub fn render(study: &Study, args: &str) -> Result<String> {
         plain: cell(&format!("{w}, no BN")),
     })
     .collect();
+    let directions: Vec<DirectionRow> = [("U(0,1)", "U(0,1)"), ("Gaussian (control)", "Gaussian")]
+        .iter()
+        .map(|&(law, key)| DirectionRow {
+            law,
+            bn_fraction: cell(&format!("fraction of {key} directions asymmetric, BN")),
+            plain_fraction: cell(&format!("fraction of {key} directions asymmetric, no BN")),
+            bn_log: cell(&format!("median |ln R| over {key} directions, BN")),
+            plain_log: cell(&format!("median |ln R| over {key} directions, no BN")),
+        })
+        .collect();
     let numbers: Vec<NumberRow> = study
         .numbers
         .iter()
@@ -250,6 +269,7 @@ pub fn render(study: &Study, args: &str) -> Result<String> {
         lines => line_rows(study),
         valleys => study.outcomes.iter().filter(|s| s.line.as_ref().is_some_and(|l| l.valley.is_some())).count(),
         distance => cell("line: ‖w_sgd − w_swa‖ (fired seeds)"),
+        direction_rows => directions,
         numbers,
         args,
     };
