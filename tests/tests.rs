@@ -17,7 +17,7 @@ mod op_library;
 mod optim;
 /// The fused-update plan: every element covered once over real model and adversarial shapes.
 mod plan;
-/// The study's verdicts under two floating-point configurations (child processes).
+/// The study's per-seed properties and verdicts under two floating-point configurations (child processes).
 mod study_cpu_independence;
 /// The detector's rise-ratio interval at its threshold and its coverage over replicates.
 mod study_detector_interval;
