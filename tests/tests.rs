@@ -17,13 +17,13 @@ mod op_library;
 mod optim;
 /// The fused-update plan: every element covered once over real model and adversarial shapes.
 mod plan;
-/// The study's verdicts under two floating-point configurations (child processes).
+/// The study's per-seed properties and verdicts under two floating-point configurations (child processes).
 mod study_cpu_independence;
 /// The detector's rise-ratio interval at its threshold and its coverage over replicates.
 mod study_detector_interval;
 /// The study's line (claim 13): the official grid, parameters-only points, BN recomputed.
 mod study_line;
-/// The study's restart (claim 14): the official selection rule through the restart loop.
+/// The study's restart (claim 14): the full budget, the official rule, the last passing epoch kept.
 mod study_restart;
 /// The averaging theorems through the project's own SWA (SGD in tch on synthetic valleys).
 mod theorems_through_averager;

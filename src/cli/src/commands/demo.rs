@@ -35,8 +35,9 @@ pub struct DemoArgs {
     /// Mini-batch size.
     #[arg(long, default_value_t = 128)]
     pub batch: i64,
-    /// At most this many epochs of SGD after SWA (official: 50).
-    #[arg(long, default_value_t = 10)]
+    /// Epochs of SGD after SWA, all run; the line goes to the last one that passes the rule
+    /// (official: 50).
+    #[arg(long, default_value_t = 50)]
     pub after_epochs: usize,
     /// Grid points per unit of t on the SWA→SGD line (official: 40).
     #[arg(long, default_value_t = 5)]
@@ -216,7 +217,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         write_report(&staging, &study, &format!("{args:?}"))?;
         for f in &study.findings {
             println!(
-                "  {:<78} {:>9}  {}",
+                "  {:<86} {:>9}  {}",
                 f.claim,
                 format!("{}/{}", f.k, f.n),
                 f.verdict.word()

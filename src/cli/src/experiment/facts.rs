@@ -1,9 +1,10 @@
 //! What one seed shows, property by property: `Some(true/false)` where the seed measured it,
 //! `None` where it could not (every line property needs the restart rule to have fired).
-use super::directions::asymmetric_count;
+use super::directions::{asymmetric_count, DirectionOutcome};
 use super::gain_region::GainRegion;
 use super::seed_run::SeedOutcome;
 use super::solution::SolutionResult;
+use asymvalley::valley::asymmetry::ValleyClass;
 use serde::Serialize;
 
 /// SWA generalizes better than the last SGD iterate: a strictly lower test loss.
@@ -34,6 +35,22 @@ pub struct SeedFacts {
     pub bn_more_asymmetric: Option<bool>,
     /// Per U(0,1) direction around the BatchNorm network's SWA: asymmetric or not.
     pub bn_directions_asymmetric: Vec<bool>,
+    /// The control: more Gaussian directions asymmetric with BatchNorm than without.
+    pub bn_more_asymmetric_gaussian: Option<bool>,
+    /// The control: per Gaussian direction around the BatchNorm network's SWA.
+    pub bn_gaussian_asymmetric: Vec<bool>,
+}
+
+/// More asymmetric directions in `bn` than in `plain` (`None` when either probed none).
+fn more_asymmetric(bn: &[DirectionOutcome], plain: &[DirectionOutcome]) -> Option<bool> {
+    (!bn.is_empty() && !plain.is_empty()).then(|| asymmetric_count(bn) > asymmetric_count(plain))
+}
+
+/// Per direction: the detector classed it asymmetric.
+fn each_asymmetric(d: &[DirectionOutcome]) -> Vec<bool> {
+    d.iter()
+        .map(|d| d.class == ValleyClass::Asymmetric)
+        .collect()
 }
 
 impl SeedFacts {
@@ -55,17 +72,10 @@ impl SeedFacts {
                     .iter()
                     .any(|(beta, r)| *beta > 0.0 && r.test.loss < s.bn.swa.test.loss)
             }),
-            bn_more_asymmetric: if s.bn.uniform.is_empty() || s.plain.uniform.is_empty() {
-                None
-            } else {
-                Some(asymmetric_count(&s.bn.uniform) > asymmetric_count(&s.plain.uniform))
-            },
-            bn_directions_asymmetric: s
-                .bn
-                .uniform
-                .iter()
-                .map(|d| d.class == asymvalley::valley::asymmetry::ValleyClass::Asymmetric)
-                .collect(),
+            bn_more_asymmetric: more_asymmetric(&s.bn.uniform, &s.plain.uniform),
+            bn_directions_asymmetric: each_asymmetric(&s.bn.uniform),
+            bn_more_asymmetric_gaussian: more_asymmetric(&s.bn.gaussian, &s.plain.gaussian),
+            bn_gaussian_asymmetric: each_asymmetric(&s.bn.gaussian),
         }
     }
 }
@@ -73,13 +83,11 @@ impl SeedFacts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::experiment::directions::DirectionOutcome;
     use crate::experiment::restart::Restart;
     use crate::experiment::seed_run::NetworkOutcome;
     use crate::experiment::study::findings;
     use crate::experiment::verdict::Verdict;
     use crate::train::Evaluation;
-    use asymvalley::valley::asymmetry::ValleyClass;
 
     fn result(test_loss: f64) -> SolutionResult {
         let e = |loss| Evaluation {
@@ -101,7 +109,9 @@ mod tests {
         }
     }
 
-    /// A seed without a fired restart: SGD/SWA test losses and direction classes given.
+    /// A seed without a fired restart: SGD/SWA test losses and U(0,1) direction classes given;
+    /// the Gaussian directions get the other network's classes, so that a fact read off the
+    /// wrong law shows.
     fn seed(
         bn: (f64, f64),
         plain: (f64, f64),
@@ -114,14 +124,17 @@ mod tests {
                 sgd: result(bn.0),
                 swa: result(bn.1),
                 uniform: bn_dirs.iter().map(|&c| direction(c)).collect(),
+                gaussian: plain_dirs.iter().map(|&c| direction(c)).collect(),
             },
             plain: NetworkOutcome {
                 sgd: result(plain.0),
                 swa: result(plain.1),
                 uniform: plain_dirs.iter().map(|&c| direction(c)).collect(),
+                gaussian: bn_dirs.iter().map(|&c| direction(c)).collect(),
             },
             restart: Restart {
                 epochs: vec![],
+                passing: vec![],
                 selected: None,
             },
             line: None,
@@ -150,6 +163,8 @@ mod tests {
         assert_eq!(f.rule_fires, Some(false));
         assert_eq!(f.bn_more_asymmetric, Some(true));
         assert_eq!(f.bn_directions_asymmetric, vec![true, false]);
+        assert_eq!(f.bn_more_asymmetric_gaussian, Some(false));
+        assert_eq!(f.bn_gaussian_asymmetric, vec![false, false]);
         // The rule did not fire: nothing that depends on the line is claimed either way.
         for v in [
             f.swa_on_flat_side,
@@ -165,11 +180,13 @@ mod tests {
     #[test]
     fn the_summary_table_turns_seeds_into_verdicts() {
         use ValleyClass::*;
-        // 8 seeds: SWA better with BN in all, without BN in 1; the rule never fires.
+        // 8 seeds: SWA better with BN in all, without BN in 1; the rule never fires; no U(0,1)
+        // direction with BN is asymmetric, and (the other network's classes) 7 of 8 Gaussian.
         let seeds: Vec<SeedFacts> = (0..8)
             .map(|i| {
                 let plain = if i == 0 { (0.3, 0.2) } else { (0.2, 0.3) };
-                SeedFacts::of(&seed((0.3, 0.2), plain, &[Sharp], &[Sharp]))
+                let plain_dirs = if i == 0 { Sharp } else { Asymmetric };
+                SeedFacts::of(&seed((0.3, 0.2), plain, &[Sharp], &[plain_dirs]))
             })
             .collect();
         let rows = findings(&seeds).unwrap();
@@ -187,5 +204,15 @@ mod tests {
         assert_eq!((line.n, line.verdict), (0, Verdict::NotMeasured));
         let dirs = by("a U(0,1) direction");
         assert_eq!((dirs.k, dirs.n, dirs.verdict), (0, 8, Verdict::Disagrees));
+        // The Gaussian control is not a claim of the paper: the same interval rule, other words.
+        let gauss = by("a Gaussian direction");
+        assert_eq!(
+            (gauss.k, gauss.n, gauss.verdict),
+            (7, 8, Verdict::MostSeeds)
+        );
+        let more = by("more Gaussian directions");
+        assert_eq!((more.k, more.n, more.verdict), (7, 8, Verdict::MostSeeds));
+        let more_u = by("more U(0,1) directions");
+        assert_eq!((more_u.k, more_u.verdict), (0, Verdict::Disagrees));
     }
 }

@@ -1,12 +1,15 @@
 //! The study's SVG figures: the restart rule per seed, the line per fired seed, and the
 //! distribution of |ln R| over random directions.
+use super::directions::DirectionOutcome;
+use super::seed_run::SeedOutcome;
 use super::study::Study;
 use crate::plot::{draw, Marker, Panel, Series};
 use asymvalley::error::Result;
 use std::path::Path;
 
 /// `restart.svg`: per seed, the restart epochs' running train loss and test loss minus SWA's.
-/// The rule keeps the first epoch with the left curve below 0 and the right one above 0.
+/// An epoch passes the rule with the left curve below 0 and the right one above 0; the marker is
+/// the last passing epoch, the one the line goes to.
 pub fn restart_figure(path: &Path, study: &Study) -> Result<()> {
     let mut train = Panel {
         title: "running train loss − SWA's (rule: < 0)".into(),
@@ -97,7 +100,8 @@ pub fn line_figure(path: &Path, study: &Study) -> Result<()> {
     draw(path, &panels, 1200)
 }
 
-/// `directions.svg`: the empirical distribution of |ln R| over all U(0,1) directions and seeds.
+/// `directions.svg`: the empirical distribution of |ln R| over all directions and seeds, U(0,1)
+/// and the Gaussian control, with and without BatchNorm.
 pub fn directions_figure(path: &Path, study: &Study) -> Result<()> {
     let cdf = |values: Vec<f64>| {
         let mut v = values;
@@ -108,32 +112,37 @@ pub fn directions_figure(path: &Path, study: &Study) -> Result<()> {
             .map(|(k, x)| (*x, (k + 1) as f64 / n))
             .collect::<Vec<_>>()
     };
-    let pooled = |bn: bool| {
+    type Pick = fn(&SeedOutcome) -> &Vec<DirectionOutcome>;
+    let pooled = |pick: Pick| {
         study
             .outcomes
             .iter()
-            .flat_map(|s| if bn { &s.bn.uniform } else { &s.plain.uniform })
+            .flat_map(pick)
             .map(|d| d.abs_log_ratio)
             .collect::<Vec<_>>()
     };
-    let series = vec![
-        Series {
-            label: "with BatchNorm".into(),
-            points: cdf(pooled(true)),
-            color: 0,
-            fitted: false,
-        },
-        Series {
-            label: "without BatchNorm".into(),
-            points: cdf(pooled(false)),
-            color: 1,
-            fitted: false,
-        },
+    let laws: [(&str, Pick); 4] = [
+        ("U(0,1), with BatchNorm", |s| &s.bn.uniform),
+        ("U(0,1), without BatchNorm", |s| &s.plain.uniform),
+        ("Gaussian (control), with BatchNorm", |s| &s.bn.gaussian),
+        ("Gaussian (control), without BatchNorm", |s| {
+            &s.plain.gaussian
+        }),
     ];
+    let series = laws
+        .iter()
+        .enumerate()
+        .map(|(color, (label, pick))| Series {
+            label: label.to_string(),
+            points: cdf(pooled(*pick)),
+            color,
+            fitted: false,
+        })
+        .collect();
     draw(
         path,
         &[Panel {
-            title: "|ln R| over U(0,1) directions around SWA, all seeds".into(),
+            title: "|ln R| over random directions around SWA, all seeds".into(),
             x_label: "|ln R| (asymmetric: ≥ ln 2 = 0.69 and interval excludes 0)".into(),
             y_label: "fraction of directions ≤".into(),
             series,

@@ -12,6 +12,9 @@ const TEMPLATE: &str = include_str!("report.md.j2");
 /// The settings note on the learning rate (measured before, by the grid it describes).
 const LR_NOTE: &str = include_str!("lr_note.md");
 
+/// The restart protocol (fixed before the full-budget study's verdicts were seen).
+const RESTART_NOTE: &str = include_str!("restart_note.md");
+
 #[derive(Serialize)]
 struct SummaryRow {
     claim: String,
@@ -28,10 +31,27 @@ struct PairRow {
 }
 
 #[derive(Serialize)]
+struct DirectionRow {
+    law: &'static str,
+    bn_fraction: String,
+    plain_fraction: String,
+    bn_log: String,
+    plain_log: String,
+}
+
+#[derive(Serialize)]
 struct NumberRow {
     what: String,
     value: String,
     n: usize,
+}
+
+#[derive(Serialize)]
+struct RestartRow {
+    seed: u64,
+    passing: usize,
+    epoch: String,
+    distance: String,
 }
 
 #[derive(Serialize)]
@@ -67,6 +87,23 @@ pub fn spread_cell(s: &Spread) -> String {
 
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("—".into(), |x| format!("{x:.digits$}"))
+}
+
+/// Per seed: the epochs that passed the rule, the selected (last passing) one, the line's length.
+fn restart_rows(study: &Study) -> Vec<RestartRow> {
+    study
+        .outcomes
+        .iter()
+        .map(|s| RestartRow {
+            seed: s.seed,
+            passing: s.restart.passing.len(),
+            epoch: s
+                .restart
+                .selected
+                .map_or("— (rule did not fire)".into(), |e| (e + 1).to_string()),
+            distance: opt(s.line.as_ref().map(|l| l.profiles.distance), 4),
+        })
+        .collect()
 }
 
 fn line_rows(study: &Study) -> Vec<LineRow> {
@@ -171,6 +208,16 @@ pub fn render(study: &Study, args: &str) -> Result<String> {
         plain: cell(&format!("{w}, no BN")),
     })
     .collect();
+    let directions: Vec<DirectionRow> = [("U(0,1)", "U(0,1)"), ("Gaussian (control)", "Gaussian")]
+        .iter()
+        .map(|&(law, key)| DirectionRow {
+            law,
+            bn_fraction: cell(&format!("fraction of {key} directions asymmetric, BN")),
+            plain_fraction: cell(&format!("fraction of {key} directions asymmetric, no BN")),
+            bn_log: cell(&format!("median |ln R| over {key} directions, BN")),
+            plain_log: cell(&format!("median |ln R| over {key} directions, no BN")),
+        })
+        .collect();
     let numbers: Vec<NumberRow> = study
         .numbers
         .iter()
@@ -213,13 +260,16 @@ pub fn render(study: &Study, args: &str) -> Result<String> {
         points => c.points,
         chunks => c.chunks,
         lr_note => LR_NOTE.trim(),
+        restart_note => RESTART_NOTE.trim(),
+        restarts => restart_rows(study),
         solutions,
         fired => fired.len(),
         fired_list => if fired.is_empty() { "none".to_string() } else { fired.join(", ") },
-        restart_epoch => cell("restart epoch selected (fired seeds)"),
+        restart_epoch => cell("restart epoch selected, the last passing (fired seeds)"),
         lines => line_rows(study),
         valleys => study.outcomes.iter().filter(|s| s.line.as_ref().is_some_and(|l| l.valley.is_some())).count(),
         distance => cell("line: ‖w_sgd − w_swa‖ (fired seeds)"),
+        direction_rows => directions,
         numbers,
         args,
     };

@@ -1,16 +1,20 @@
 //! SGD restarted from SWA (`sgd_after_swa.py`) and its selection rule.
 //!
 //! The official script trains at a constant small rate from the SWA weights, the SGD run's
-//! momentum buffers and weight decay carried over, and keeps an epoch's weights when its running
-//! (train-mode) training loss is strictly below SWA's training loss **and** its test loss is
-//! strictly above SWA's test loss. Such a pair (SWA, SGD) has SGD lower on train but higher on
-//! test: the line through them is where the paper looks for SWA on the flat side.
+//! momentum buffers and weight decay carried over, for its whole budget of epochs, and saves a
+//! checkpoint of every epoch whose running (train-mode) training loss is strictly below SWA's
+//! training loss **and** whose test loss is strictly above SWA's test loss. Such a pair (SWA,
+//! SGD) has SGD lower on train but higher on test: the line through them is where the paper
+//! looks for SWA on the flat side. The line goes to the **last** passing epoch
+//! (`restart_note.md` says why, and what is reported when none passes).
 use super::solution::SolutionResult;
+use super::weights::{restore, snapshot};
 use crate::data::Digits;
 use crate::model::Network;
 use crate::train::{evaluate, train_epoch, Evaluation, SgdConfig};
 use asymvalley::error::Result;
 use serde::Serialize;
+use tch::nn::VarStore;
 use tch::COptimizer;
 
 /// The official selection rule: `train_loss < swa_train_loss && test_loss > swa_test_loss`.
@@ -30,38 +34,54 @@ pub struct AfterSwaEpoch {
 /// What the restart did.
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct Restart {
-    /// Every epoch run, in order.
+    /// Every epoch of the budget, in order.
     pub epochs: Vec<AfterSwaEpoch>,
-    /// The 0-based index of the first epoch the rule selected (the last one run); `None`: the
-    /// rule never fired within the budget.
+    /// The 0-based indices of the epochs the rule passed (the official script's checkpoints).
+    pub passing: Vec<usize>,
+    /// The last of them, whose weights the line goes to; `None`: no epoch of the budget passed.
     pub selected: Option<usize>,
 }
 
-/// The first epoch of `epochs` that [`rule_selects`] keeps.
-pub fn first_selected(epochs: &[AfterSwaEpoch], swa: &SolutionResult) -> Option<usize> {
+/// The 0-based indices of the epochs of `epochs` that [`rule_selects`] keeps.
+pub fn passing_epochs(epochs: &[AfterSwaEpoch], swa: &SolutionResult) -> Vec<usize> {
     epochs
         .iter()
-        .position(|e| rule_selects(e.train.loss, e.test.loss, swa))
+        .enumerate()
+        .filter(|(_, e)| rule_selects(e.train.loss, e.test.loss, swa))
+        .map(|(i, _)| i)
+        .collect()
 }
 
-/// Restarts SGD from the SWA weights held by `net`'s VarStore at the constant rate `lr` until
-/// the rule selects an epoch or `max_epochs` pass; the VarStore then holds the last epoch's
-/// weights (the selected one's, when the rule fired). Epoch e uses batch order seed
-/// `sgd.seed + 10 000 + e`, apart from the training run's.
+/// The last epoch of `epochs` that [`rule_selects`] keeps.
+pub fn last_selected(epochs: &[AfterSwaEpoch], swa: &SolutionResult) -> Option<usize> {
+    epochs
+        .iter()
+        .rposition(|e| rule_selects(e.train.loss, e.test.loss, swa))
+}
+
+/// Restarts SGD from the SWA weights held by `vs` (the VarStore of `net`) at the constant rate
+/// `lr` for all `epochs` epochs, never stopping early. When some epoch passed the rule, `vs`
+/// ends holding the trainable weights of the last one (its BatchNorm buffers are those of the
+/// final epoch: every later use re-estimates them); otherwise the final epoch's weights. Epoch
+/// e uses batch order seed `sgd.seed + 10 000 + e`, apart from the training run's.
 #[allow(clippy::too_many_arguments)]
 pub fn sgd_after_swa<N: Network>(
+    vs: &VarStore,
     net: &N,
     optimizer: &mut COptimizer,
     data: &Digits,
     sgd: &SgdConfig,
     lr: f64,
-    max_epochs: usize,
+    epochs: usize,
     swa: &SolutionResult,
     mut on_epoch: impl FnMut(&AfterSwaEpoch),
 ) -> Result<Restart> {
     optimizer.set_learning_rate(lr)?;
-    let mut epochs = Vec::new();
-    for epoch in 0..max_epochs {
+    let mut run = Vec::with_capacity(epochs);
+    // The official script saves a checkpoint per passing epoch; only the last one is used, so
+    // one copy of the weights, overwritten at each passing epoch, is enough.
+    let mut kept = None;
+    for epoch in 0..epochs {
         let train = train_epoch(
             net,
             optimizer,
@@ -72,13 +92,19 @@ pub fn sgd_after_swa<N: Network>(
         let test = evaluate(net, &data.test, sgd.batch)?;
         let e = AfterSwaEpoch { train, test };
         on_epoch(&e);
-        epochs.push(e);
+        run.push(e);
         if rule_selects(train.loss, test.loss, swa) {
-            break;
+            kept = Some(snapshot(vs)?);
         }
     }
-    let selected = first_selected(&epochs, swa);
-    Ok(Restart { epochs, selected })
+    if let Some(weights) = &kept {
+        restore(vs, weights)?;
+    }
+    Ok(Restart {
+        passing: passing_epochs(&run, swa),
+        selected: last_selected(&run, swa),
+        epochs: run,
+    })
 }
 
 #[cfg(test)]
@@ -127,15 +153,22 @@ mod tests {
     }
 
     #[test]
-    fn the_first_qualifying_epoch_is_kept() {
+    fn the_last_qualifying_epoch_is_kept() {
         let s = swa();
+        // Epochs 2 and 4 pass, 3 and 5 do not: first-selected would give 2, stopping at the
+        // first pass would never see 4, and taking the final epoch would give 5.
         let epochs = [
             epoch(0.12, 0.25),
             epoch(0.09, 0.18),
             epoch(0.08, 0.22),
-            epoch(0.07, 0.23),
+            epoch(0.07, 0.19),
+            epoch(0.06, 0.23),
+            epoch(0.11, 0.24),
         ];
-        assert_eq!(first_selected(&epochs, &s), Some(2));
-        assert_eq!(first_selected(&epochs[..2], &s), None);
+        assert_eq!(last_selected(&epochs, &s), Some(4));
+        assert_eq!(passing_epochs(&epochs, &s), vec![2, 4]);
+        assert_eq!(last_selected(&epochs[..4], &s), Some(2));
+        assert_eq!(last_selected(&epochs[..2], &s), None);
+        assert!(passing_epochs(&epochs[..2], &s).is_empty());
     }
 }

@@ -33,6 +33,9 @@ pub struct NetworkOutcome {
     pub swa: SolutionResult,
     /// U(0,1) directions around SWA.
     pub uniform: Vec<DirectionOutcome>,
+    /// Gaussian directions around SWA, the control: their entries have both signs, so they are
+    /// not sign-consistent with positive weights such as the BatchNorm scales.
+    pub gaussian: Vec<DirectionOutcome>,
 }
 
 /// What the line study found (only when the restart rule fired).
@@ -123,10 +126,10 @@ fn train_network(
     })?;
     let sgd_result = evaluate_both(&net, data, config.batch)?;
     let swa = swa_solution(&vs, &net, &run.averager, data, config.batch, seed)?;
-    let settings = ProbeSettings {
-        kind: DirectionKind::Uniform,
+    let settings = |kind, first_seed| ProbeSettings {
+        kind,
         count: config.directions,
-        seed: seed.wrapping_add(1000),
+        seed: first_seed,
         radius: config.radius,
         points: config.points,
         batch: 256,
@@ -135,8 +138,24 @@ fn train_network(
         seed,
         ..AsymmetryConfig::default()
     };
-    let uniform = probe_random(&vs, &net, &data.train, &settings, &detector, || {})?;
-    // probe_random restores the SWA weights and buffers it started from.
+    // probe_random restores the SWA weights and buffers it started from, so the two laws probe
+    // the same point; their seeds differ so that no direction is derived from another's draws.
+    let uniform = probe_random(
+        &vs,
+        &net,
+        &data.train,
+        &settings(DirectionKind::Uniform, seed.wrapping_add(1000)),
+        &detector,
+        || {},
+    )?;
+    let gaussian = probe_random(
+        &vs,
+        &net,
+        &data.train,
+        &settings(DirectionKind::Gaussian, seed.wrapping_add(2000)),
+        &detector,
+        || {},
+    )?;
     progress(&format!("probed {name} directions"));
     Ok(Trained {
         vs,
@@ -146,6 +165,7 @@ fn train_network(
             sgd: sgd_result,
             swa,
             uniform,
+            gaussian,
         },
     })
 }
@@ -245,6 +265,7 @@ pub fn run_seed(
     let swa_weights = snapshot(&bn.vs)?;
     let swa = bn.outcome.swa;
     let restart = sgd_after_swa(
+        &bn.vs,
         &bn.net,
         &mut bn.optimizer,
         data,
@@ -252,11 +273,16 @@ pub fn run_seed(
         config.after_lr(),
         config.after_epochs,
         &swa,
-        |e| {
-            progress(&format!(
-                "restart: train {:.4} test {:.4}",
-                e.train.loss, e.test.loss
-            ))
+        {
+            let mut done = 0;
+            let progress = &mut *progress;
+            move |e| {
+                done += 1;
+                progress(&format!(
+                    "restart epoch {done}/{}: train {:.4} test {:.4}",
+                    config.after_epochs, e.train.loss, e.test.loss
+                ))
+            }
         },
     )?;
     let line = match restart.selected {

@@ -23,7 +23,7 @@ pub struct StudyConfig {
     pub weight_decay: f64,
     /// Mini-batch size.
     pub batch: i64,
-    /// At most this many restart epochs.
+    /// Restart epochs, all run (official: 50).
     pub after_epochs: usize,
     /// Grid points per unit of t on the line.
     pub division: usize,
@@ -86,10 +86,12 @@ pub struct Study {
 /// The summary table's rows from the per-seed facts (the claim names are the report's).
 pub fn findings(facts: &[SeedFacts]) -> Result<Vec<Finding>> {
     let col = |f: fn(&SeedFacts) -> Option<bool>| facts.iter().map(f).collect::<Vec<_>>();
-    let directions: Vec<Option<bool>> = facts
-        .iter()
-        .flat_map(|f| f.bn_directions_asymmetric.iter().map(|&b| Some(b)))
-        .collect();
+    let pooled = |f: fn(&SeedFacts) -> &Vec<bool>| {
+        facts
+            .iter()
+            .flat_map(|s| f(s).iter().map(|&b| Some(b)))
+            .collect::<Vec<_>>()
+    };
     Ok(vec![
         finding(
             "SWA's test loss is below SGD's (CNN with BN)",
@@ -129,7 +131,17 @@ pub fn findings(facts: &[SeedFacts]) -> Result<Vec<Finding>> {
         finding(
             "a U(0,1) direction through SWA is asymmetric (CNN with BN; per direction)",
             Paper::Holds,
-            &directions,
+            &pooled(|f| &f.bn_directions_asymmetric),
+        )?,
+        finding(
+            "more Gaussian directions are asymmetric with BN than without (control)",
+            Paper::NotStated,
+            &col(|f| f.bn_more_asymmetric_gaussian),
+        )?,
+        finding(
+            "a Gaussian direction through SWA is asymmetric (control; CNN with BN; per direction)",
+            Paper::NotStated,
+            &pooled(|f| &f.bn_gaussian_asymmetric),
         )?,
         finding(
             "the test-loss minimum on the line lies between SWA and SGD (0 ≤ t ≤ 1)",
@@ -178,7 +190,11 @@ pub fn numbers(outcomes: &[SeedOutcome]) -> Result<Vec<Spread>> {
             each(&|s| Some(s.plain.swa.test.accuracy)),
         )?,
         Spread::of(
-            "restart epoch selected (fired seeds)",
+            "restart epochs passing the rule",
+            each(&|s| Some(s.restart.passing.len() as f64)),
+        )?,
+        Spread::of(
+            "restart epoch selected, the last passing (fired seeds)",
             each(&|s| s.restart.selected.map(|e| (e + 1) as f64)),
         )?,
         Spread::of(
@@ -245,6 +261,22 @@ pub fn numbers(outcomes: &[SeedOutcome]) -> Result<Vec<Spread>> {
         Spread::of(
             "median |ln R| over U(0,1) directions, no BN",
             each(&|s| median_abs_log(&s.plain.uniform)),
+        )?,
+        Spread::of(
+            "fraction of Gaussian directions asymmetric, BN",
+            each(&|s| asym_fraction(&s.bn.gaussian)),
+        )?,
+        Spread::of(
+            "fraction of Gaussian directions asymmetric, no BN",
+            each(&|s| asym_fraction(&s.plain.gaussian)),
+        )?,
+        Spread::of(
+            "median |ln R| over Gaussian directions, BN",
+            each(&|s| median_abs_log(&s.bn.gaussian)),
+        )?,
+        Spread::of(
+            "median |ln R| over Gaussian directions, no BN",
+            each(&|s| median_abs_log(&s.plain.gaussian)),
         )?,
     ])
 }
