@@ -21,7 +21,7 @@ enum Command {
     /// Closed forms and SGD simulations for synthetic asymmetric valleys.
     Theory(asymvalley_cli::commands::theory::TheoryArgs),
     /// Probe a TorchScript model's loss landscape for asymmetric directions.
-    Probe(asymvalley_cli::commands::probe::ProbeArgs),
+    Probe(Box<asymvalley_cli::commands::probe::ProbeArgs>),
 }
 
 fn main() -> ExitCode {
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Demo(args) => asymvalley_cli::commands::demo::run(args),
         Command::Theory(args) => asymvalley_cli::commands::theory::run(args),
-        Command::Probe(args) => asymvalley_cli::commands::probe::run(args),
+        Command::Probe(args) => asymvalley_cli::commands::probe::run(&args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,10 @@
 
 #include "asymvalley_abi.h"
 
+namespace at {
+class Tensor;
+}
+
 extern "C" {
 char* asymvalley_op_rule_parse(const char* mode, const char* warmup, double decay, double inv_gamma,
                                double power, double min_decay, int64_t update_after_step,
@@ -19,6 +23,11 @@ double asymvalley_op_swa_weight(int64_t n_averaged);
 size_t asymvalley_valley_asymmetry_fields();
 char* asymvalley_valley_asymmetry_raw(const double* offsets, const double* losses, size_t n, double* out,
                                       size_t out_len);
+// Takes ownership of the n tensors (each a `new at::Tensor`); writes the reply JSON to *out_json
+// (freed with asymvalley_op_free_error) and calls sink(data, t) for each output tensor (borrowed).
+char* asymvalley_valley_probe_raw(const uint8_t* module, size_t module_len, at::Tensor* const* tensors,
+                                  size_t n_tensors, int has_test, const char* request, char** out_json,
+                                  void (*sink)(void* data, const at::Tensor* t), void* data);
 // Frees every message the functions above return.
 void asymvalley_op_free_error(char* msg);
 }

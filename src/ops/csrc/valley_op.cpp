@@ -1,11 +1,15 @@
 // `torch.ops.asymvalley.valley_asymmetry(offsets, losses) -> Tensor`, whose body is Rust
 // (`asymvalley_valley_asymmetry_raw` in src/ops/src/ffi.rs, over src/ops/src/valley.rs): the same computation the CLI uses.
+// `torch.ops.asymvalley.valley_probe(...) -> (str, Tensor[])`: the CLI's whole probe
+// (`asymvalley_valley_probe_raw`, over src/ops/src/probe.rs) on a module given as bytes.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "rust_ffi.h"
@@ -51,14 +55,61 @@ at::Tensor valley_asymmetry_meta(const at::Tensor& offsets, const at::Tensor& lo
   return at::empty(shape, losses.options().dtype(at::kDouble));
 }
 
+void collect_tensor(void* data, const at::Tensor* t) {
+  static_cast<std::vector<at::Tensor>*>(data)->push_back(*t);
+}
+
+// Every tensor is detached (the probe differentiates the module's own parameters, never the
+// data) and handed to Rust as a fresh handle that Rust owns and frees.
+std::tuple<std::string, std::vector<at::Tensor>> valley_probe(
+    const at::Tensor& module, const at::Tensor& inputs, const at::Tensor& targets,
+    const std::optional<at::Tensor>& test_inputs, const std::optional<at::Tensor>& test_targets,
+    at::TensorList between_a, at::TensorList between_b, const std::string& request) {
+  TORCH_CHECK(module.dim() == 1 && module.scalar_type() == at::kByte && module.device().is_cpu(),
+              "valley_probe: module must be a 1-D uint8 CPU tensor (the bytes of torch.jit.save), got ",
+              module.scalar_type(), " ", module.sizes(), " on ", module.device());
+  TORCH_CHECK(test_inputs.has_value() == test_targets.has_value(),
+              "valley_probe: test_inputs and test_targets must be given together");
+  TORCH_CHECK(between_a.size() == between_b.size(), "valley_probe: between_a has ", between_a.size(),
+              " tensors, between_b ", between_b.size(), "; expected the same names in both");
+  auto bytes = module.contiguous();
+  std::vector<at::Tensor*> handles;
+  auto add = [&handles](const at::Tensor& t) { handles.push_back(new at::Tensor(t.detach())); };
+  add(inputs);
+  add(targets);
+  const bool has_test = test_inputs.has_value();
+  if (has_test) {
+    add(*test_inputs);
+    add(*test_targets);
+  }
+  for (const auto& t : between_a) add(t);
+  for (const auto& t : between_b) add(t);
+  char* json = nullptr;
+  std::vector<at::Tensor> out;
+  char* err = asymvalley_valley_probe_raw(bytes.data_ptr<uint8_t>(), static_cast<size_t>(bytes.numel()),
+                                          handles.data(), handles.size(), has_test ? 1 : 0,
+                                          request.c_str(), &json, &collect_tensor, &out);
+  asymvalley::raise_if(err, "valley_probe");
+  std::string reply = json == nullptr ? std::string() : std::string(json);
+  asymvalley_op_free_error(json);
+  return {reply, out};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(asymvalley, m) {
   m.def("valley_asymmetry(Tensor offsets, Tensor losses) -> Tensor");
+  m.def(
+      "valley_probe(Tensor module, Tensor inputs, Tensor targets, Tensor? test_inputs, "
+      "Tensor? test_targets, Tensor[] between_a, Tensor[] between_b, str request) -> (str, Tensor[])");
 }
 
+// valley_probe has no Meta kernel: its result is a string and a list whose length depends on the
+// module's parameters (known only once the bytes are loaded), so no shape can be inferred
+// without running it; it is a measurement, not a step of a traced graph.
 TORCH_LIBRARY_IMPL(asymvalley, CompositeExplicitAutograd, m) {
   m.impl("valley_asymmetry", &valley_asymmetry_cpu);
+  m.impl("valley_probe", &valley_probe);
 }
 
 TORCH_LIBRARY_IMPL(asymvalley, Meta, m) {

@@ -2,7 +2,7 @@
 //!
 //! The C++ side (`csrc/`) validates tensors itself (`csrc/validate.cpp`) and calls these for what
 //! Rust decides: the `Averager` rule ([`asymvalley_op_rule_parse`] once per construction,
-//! [`asymvalley_op_rule_plan`] per update) and the body of `valley_asymmetry`. The types are
+//! [`asymvalley_op_rule_plan`] per update) and the bodies of `valley_asymmetry` and `valley_probe`. The types are
 //! those of [`crate::abi`], whose C++ header `build.rs` generates.
 //!
 //! Each function runs its body under `catch_unwind` (no panic crosses into C++) and returns NULL
@@ -11,7 +11,8 @@
 use crate::abi::{AsvPlan, AsvRule};
 use crate::rule::{self, RuleArgs};
 use avcore::error::Result;
-use std::ffi::{c_char, CStr, CString};
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::os::raw::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Runs `body`, turning an error or a panic into a message for C++.
@@ -175,6 +176,61 @@ pub unsafe extern "C" fn asymvalley_valley_asymmetry_raw(
         // SAFETY: per the contract `out` holds out_len (== fields) writable doubles, apart
         // from the inputs.
         unsafe { std::slice::from_raw_parts_mut(out, out_len) }.copy_from_slice(&result);
+        Ok(())
+    })
+}
+
+/// Receives each output tensor of `valley_probe` (borrowed: the callee copies the handle).
+pub type TensorSink = extern "C" fn(data: *mut c_void, t: *const torch_sys::C_tensor);
+
+/// The body of `valley_probe` ([`crate::probe::valley_probe`]): takes ownership of the
+/// `n_tensors` tensors, runs the probe, writes the reply JSON to `*out_json` (to be freed with
+/// [`asymvalley_op_free_error`]) and hands each direction tensor to `sink(data, t)`.
+///
+/// # Safety
+/// `module` points to `module_len` readable bytes; `tensors` to `n_tensors` pointers, each a
+/// fresh `new at::Tensor` whose ownership passes here (all of them, whatever the outcome);
+/// `request` is NUL-terminated; `out_json` is writable; `sink` may be called during the call.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn asymvalley_valley_probe_raw(
+    module: *const u8,
+    module_len: usize,
+    tensors: *const *mut torch_sys::C_tensor,
+    n_tensors: usize,
+    has_test: c_int,
+    request: *const c_char,
+    out_json: *mut *mut c_char,
+    sink: TensorSink,
+    data: *mut c_void,
+) -> *mut c_char {
+    // Ownership is taken first, outside the guard's early returns, so no tensor leaks.
+    let owned: Vec<tch::Tensor> = if tensors.is_null() {
+        Vec::new()
+    } else {
+        // SAFETY: `n_tensors` pointers, each owned by us from here on (caller's contract).
+        unsafe { std::slice::from_raw_parts(tensors, n_tensors) }
+            .iter()
+            .filter(|p| !p.is_null())
+            // SAFETY: a fresh `at::Tensor*` handed over (caller's contract), freed once by Drop.
+            .map(|&p| unsafe { tch::Tensor::from_ptr(p) })
+            .collect()
+    };
+    guarded(|| {
+        if module.is_null() || out_json.is_null() || owned.len() != n_tensors {
+            return Err(null("module/out_json/tensors"));
+        }
+        // SAFETY: `module_len` readable bytes (caller's contract), not NULL (checked).
+        let bytes = unsafe { std::slice::from_raw_parts(module, module_len) };
+        // SAFETY: NUL-terminated (caller's contract).
+        let request = unsafe { text(request) };
+        let (json, out) = crate::probe::valley_probe(bytes, owned, has_test != 0, &request)?;
+        for t in &out {
+            sink(data, t.as_ptr());
+        }
+        let json = CString::new(json.replace('\0', " ")).map_err(|_| null("json"))?;
+        // SAFETY: writable (caller's contract), not NULL (checked).
+        unsafe { out_json.write(json.into_raw()) };
         Ok(())
     })
 }

@@ -15,6 +15,7 @@
 
 pub mod abi;
 pub mod ffi;
+pub mod probe;
 pub mod rule;
 pub mod valley;
 

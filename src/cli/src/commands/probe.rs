@@ -11,25 +11,23 @@
 //! model: names, shapes, dtypes) and otherwise saves the drawn directions to F; `--save-directions
 //! G` writes them to G (overwriting); with neither they go next to the JSON
 //! (`.directions.safetensors`), tensors `d{i}/{parameter}`, so a probe can be repeated.
-use crate::data::Split;
 use crate::plot::{draw, Panel, Series};
 use asymvalley::error::{Error, Result};
-use asymvalley::valley::asymmetry::{analyze, AsymmetryConfig};
-use asymvalley::valley::bias::{optimal_bias, ShiftLaw};
-use asymvalley::valley::compare::{compare, GroupAsymmetry, Verdict};
-use asymvalley::valley::directions::{Direction, DirectionKind, DrawOptions, ParamSubset};
-use asymvalley::valley::hessian::{top_eigen, HessianConfig, HessianSummary};
-use asymvalley::valley::line::line_between;
-use asymvalley::valley::model::{LossKind, ProbeData, ProbeModel};
-use asymvalley::valley::profile::{
-    evaluate, grid_interpolation, grid_through, profile, BnMode, BnPlan, ProfileCost,
+use asymvalley::valley::bias::ShiftLaw;
+use asymvalley::valley::compare::{GroupAsymmetry, Verdict};
+use asymvalley::valley::directions::{Direction, DirectionKind};
+use asymvalley::valley::model::LossKind;
+use asymvalley::valley::probe::{
+    parse_device, run_probe, Dataset, DirectionSource, ProbeConfig, ProbeEvent, ProbeResult,
+    StateSource, SubsetChoice,
 };
-use asymvalley::valley::report::{write_json, DirectionReport, ProbeReport, Summary};
-use asymvalley::valley::shift::estimate_shift_scale;
+use asymvalley::valley::profile::BnMode;
+use asymvalley::valley::report::{write_json, ProbeReport};
 use asymvalley::valley::torchscript::{load_data, ScriptModel};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
-use surface::{run_surface, SurfaceSetup};
+
+pub use asymvalley::valley::probe::DirectionChoice;
 
 mod surface;
 
@@ -42,42 +40,6 @@ pub enum SubsetArg {
     BatchNorm,
     /// Everything but BatchNorm.
     NonBatchNorm,
-}
-
-/// Where the probe directions come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DirectionChoice {
-    /// Drawn at random with this law.
-    Random(DirectionKind),
-    /// The top eigenvectors of the training-loss Hessian (`valley::hessian`).
-    Hessian,
-}
-
-impl std::str::FromStr for DirectionChoice {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        if s == "hessian" {
-            return Ok(DirectionChoice::Hessian);
-        }
-        s.parse::<DirectionKind>()
-            .map(DirectionChoice::Random)
-            .map_err(|_| {
-                Error::invalid(
-                    "direction",
-                    s,
-                    "uniform, gaussian, filter, sign-consistent, sign-inconsistent or hessian",
-                )
-            })
-    }
-}
-
-impl DirectionChoice {
-    fn name(self) -> &'static str {
-        match self {
-            DirectionChoice::Random(k) => k.name(),
-            DirectionChoice::Hessian => "hessian",
-        }
-    }
 }
 
 /// Arguments of `asymvalley probe`.
@@ -211,338 +173,228 @@ pub struct ProbeArgs {
     #[arg(long, default_value_t = 21, requires = "surface")]
     pub grid: usize,
     /// Where the model and data live: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    #[arg(long, default_value = "cpu", value_parser = device_arg)]
     pub device: tch::Device,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
 }
 
-fn subset(args: &ProbeArgs) -> Result<ParamSubset> {
-    if let Some(re) = &args.params {
-        if args.subset != SubsetArg::All {
-            return Err(Error::invalid(
-                "params",
-                re,
-                "either --params or --subset, not both",
-            ));
+impl ProbeArgs {
+    /// The settings that change the numbers, for the library's [`run_probe`].
+    pub fn config(&self) -> ProbeConfig {
+        ProbeConfig {
+            loss: self.loss,
+            direction: self.direction,
+            count: self.count,
+            seed: self.seed,
+            params: self.params.clone(),
+            subset: match self.subset {
+                SubsetArg::All => SubsetChoice::All,
+                SubsetArg::BatchNorm => SubsetChoice::BatchNorm,
+                SubsetArg::NonBatchNorm => SubsetChoice::NonBatchNorm,
+            },
+            filter_keep_1d: self.filter_keep_1d,
+            points: self.points,
+            radius: self.radius,
+            bn: self.bn,
+            bn_exclude: self.bn_exclude.clone(),
+            batch: self.batch,
+            bootstrap: self.bootstrap,
+            ratio_threshold: self.ratio_threshold,
+            flat_rise: self.flat_rise,
+            exponent: self.exponent,
+            shift_scale: self.shift_scale,
+            shift_law: self.shift_law,
+            hessian_iterations: self.hessian_iterations,
+            hessian_tolerance: self.hessian_tolerance,
+            trace_samples: self.trace_samples,
+            compare_random: self.compare_random,
+            compare_kind: self.compare_kind,
+            distances: self.distances,
+            division: self.division,
+            surface: self.surface,
+            grid: self.grid,
+            device: self.device,
         }
-        return ParamSubset::pattern(re);
     }
-    Ok(match args.subset {
-        SubsetArg::All => ParamSubset::All,
-        SubsetArg::BatchNorm => ParamSubset::BatchNormOnly,
-        SubsetArg::NonBatchNorm => ParamSubset::NonBatchNorm,
-    })
+
+    /// An existing `--directions` file (loaded, never overwritten).
+    fn existing_directions(&self) -> Option<&PathBuf> {
+        self.directions.as_ref().filter(|p| p.exists())
+    }
+
+    /// Where the probed directions are saved: `--save-directions` always (overwriting); a line
+    /// only there; else a new `--directions` file, or next to the JSON report when neither
+    /// flag names a file. An existing `--directions` file is never written.
+    fn save_target(&self) -> Option<PathBuf> {
+        if self.between.is_some() {
+            return self.save_directions.clone();
+        }
+        match (
+            &self.save_directions,
+            self.existing_directions(),
+            &self.directions,
+        ) {
+            (Some(p), _, _) => Some(p.clone()),
+            (None, Some(_), _) => None,
+            (None, None, Some(p)) => Some(p.clone()),
+            (None, None, None) => Some(self.json.with_extension("directions.safetensors")),
+        }
+    }
 }
 
-/// The directions to probe, where they were saved (if anywhere), and whether they were loaded.
-///
-/// An existing `--directions` file is loaded (checked against the model) and never written; a
-/// new one receives the drawn directions. `--save-directions` always writes (overwriting). With
-/// neither, drawn directions go next to the JSON report, like the report itself.
-fn directions(
-    args: &ProbeArgs,
-    params: &[asymvalley::valley::model::NamedTensor],
-    subset: &ParamSubset,
-    model: &ScriptModel,
-    data: &ProbeData,
-    count: Option<usize>,
-    hessian: &mut Option<HessianSummary>,
-) -> Result<(Vec<Direction>, Option<PathBuf>, bool)> {
-    let existing = args.directions.as_ref().filter(|p| p.exists());
-    let (directions, loaded) = match (existing, args.direction) {
-        (Some(path), _) => (Direction::load_all(path, params, count)?, true),
-        (None, DirectionChoice::Hessian) => {
-            let config = HessianConfig {
-                count: count.unwrap_or(1),
-                iterations: args.hessian_iterations,
-                tolerance: args.hessian_tolerance,
-                trace_samples: args.trace_samples,
-                seed: args.seed,
-            };
-            let eigen = top_eigen(model, data, args.loss, subset, config)?;
-            *hessian = Some(eigen.summary(config));
-            (eigen.directions, false)
-        }
-        (None, DirectionChoice::Random(kind)) => {
-            let mut v = Vec::new();
-            for i in 0..count.unwrap_or(10) {
-                v.push(Direction::random_with(
-                    params,
-                    kind,
-                    subset,
-                    args.seed.wrapping_add(i as u64),
-                    DrawOptions {
-                        filter_keep_1d: args.filter_keep_1d,
-                    },
-                )?);
-            }
-            (v, false)
-        }
-    };
-    let target = match (&args.save_directions, existing, &args.directions) {
-        (Some(p), _, _) => Some(p.clone()),
-        (None, Some(_), _) => None,
-        (None, None, Some(p)) => Some(p.clone()),
-        (None, None, None) => Some(args.json.with_extension("directions.safetensors")),
-    };
+/// Saves `directions` where [`ProbeArgs::save_target`] says; returns the file the report names
+/// (the one written, or the existing one loaded).
+fn save_directions(args: &ProbeArgs, directions: &[Direction]) -> Result<Option<PathBuf>> {
+    let target = args.save_target();
     if let Some(path) = &target {
         if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
         }
-        Direction::save_all(&directions, path)?;
+        Direction::save_all(directions, path)?;
     }
-    let reported = target.or_else(|| existing.cloned());
-    Ok((directions, reported, loaded))
+    Ok(target.or_else(|| args.existing_directions().cloned()))
 }
 
-/// Runs `asymvalley probe`.
-pub fn run(args: ProbeArgs) -> Result<()> {
-    if args.count == Some(0) {
-        return Err(Error::invalid("count", 0, "an integer >= 1"));
-    }
-    // Checked before anything runs: a bad scale used to drop the bias field silently.
-    if let Some(s) = args.shift_scale {
-        if !(s > 0.0 && s.is_finite()) {
-            return Err(Error::invalid("--shift-scale", s, "a finite number > 0"));
-        }
-    }
-    let offsets = if args.between.is_some() {
-        grid_interpolation(args.distances, args.division)?
-    } else {
-        grid_through(args.points, args.radius)?
-    };
-    let config = AsymmetryConfig {
-        ratio_threshold: args.ratio_threshold,
-        flat_rise: args.flat_rise,
-        radius: None,
-        bootstrap: args.bootstrap,
-        confidence: 0.95,
-        exponent: args.exponent,
-        seed: args.seed,
-    };
-    config.validate()?;
-    let subset = subset(&args)?;
+fn dataset(args: &ProbeArgs, path: &std::path::Path) -> Result<Dataset> {
+    let (inputs, targets) = load_data(path, &args.inputs, &args.targets)?;
+    Ok(Dataset {
+        inputs,
+        targets,
+        label: path.display().to_string(),
+    })
+}
 
+/// Runs `asymvalley probe`: flags → [`ProbeConfig`] → [`run_probe`] → JSON, SVG and the table.
+pub fn run(args: &ProbeArgs) -> Result<()> {
+    let config = args.config();
+    config.validate()?;
     let mut model = ScriptModel::load(&args.model)?;
-    if !args.bn_exclude.is_empty() {
-        model.exclude_batch_norm(&args.bn_exclude)?;
-    }
-    model.to_device(args.device)?;
-    let (inputs, targets) = load_data(&args.data, &args.inputs, &args.targets)?;
-    let (inputs, targets) = (
-        inputs.f_to_device(args.device)?,
-        targets.f_to_device(args.device)?,
-    );
-    let data = ProbeData::from_tensors(&inputs, &targets, args.batch)?;
+    let train = dataset(args, &args.data)?;
     let test = match &args.test_data {
-        Some(path) => {
-            let (x, y) = load_data(path, &args.inputs, &args.targets)?;
-            Some(ProbeData::from_tensors(
-                &x.f_to_device(args.device)?,
-                &y.f_to_device(args.device)?,
-                args.batch,
-            )?)
-        }
+        Some(p) => Some(dataset(args, p)?),
         None => None,
     };
-    // The line's start is the probed point: the model moves to A before anything is measured.
-    let line = match args.between.as_deref() {
-        Some([a, b]) => Some(line_between(&model, a, b, &subset)?),
-        _ => None,
+    let source = match (args.between.as_deref(), args.existing_directions()) {
+        (Some([a, b]), _) => {
+            DirectionSource::Line([StateSource::File(a.clone()), StateSource::File(b.clone())])
+        }
+        (_, Some(p)) => DirectionSource::File(p.clone()),
+        _ => DirectionSource::Draw,
     };
-    let (center, _, _) = evaluate(&model, &data, args.loss)?;
-    let params = model.parameters()?;
-    if params.is_empty() {
-        return Err(Error::Data {
-            path: args.model.clone(),
-            reason: "the model has no parameters to probe".into(),
-        });
-    }
-    // A real direction cannot move an integer tensor (libtorch would fail mid-profile).
-    if let Some(p) = params.iter().find(|p| !p.tensor.is_floating_point()) {
-        return Err(Error::Data {
-            path: args.model.clone(),
-            reason: format!(
-                "parameter `{}` has dtype {:?}; probing needs floating-point parameters \
-                 (register integer state as a buffer)",
-                p.name,
-                p.tensor.kind()
-            ),
-        });
-    }
-    let has_bn = model.has_batch_norm()?;
-    let bn = if has_bn && args.bn != BnMode::Stale {
-        let split = Split {
-            inputs: inputs.shallow_clone(),
-            targets: targets.shallow_clone(),
-        };
-        let batches = split
-            .batches(args.batch, Some(args.seed))?
-            .into_iter()
-            .map(|(x, _)| x)
-            .collect();
-        let plan = BnPlan::new(args.bn, batches)?;
-        // Refused here, before any point, when a layer cannot be re-estimated (traced graphs).
-        if let Some(xs) = plan.inputs.first() {
-            model.check_batch_norm(xs)?;
+    let mut bar: Option<ProgressBar> = None;
+    let mut count = 0;
+    // stdout fails only when it is closed for real (not a broken pipe); the first failure is
+    // kept and reported once the probe is over.
+    let mut failed: Option<Error> = None;
+    let say = |text: String, failed: &mut Option<Error>| {
+        if let Err(e) = print_stdout(&text) {
+            failed.get_or_insert(e);
         }
-        plan
-    } else {
-        if has_bn {
-            warn_train_traced(&model, &data);
+    };
+    let mut on_event = |e: ProbeEvent| match e {
+        ProbeEvent::Warning(w) => eprintln!("warning: {w}"),
+        ProbeEvent::Hessian(h) => {
+            let trace = h.trace.map_or(String::new(), |t| {
+                format!(
+                    "; trace {:.6} ± {:.6} ({} samples)",
+                    t.trace, t.std_error, t.samples
+                )
+            });
+            say(
+                format!(
+                    "hessian: eigenvalues {:?} ({} Hessian-vector products){trace}\n",
+                    h.eigenvalues, h.products
+                ),
+                &mut failed,
+            );
         }
-        BnPlan::stale()
-    }
-    .with_seed(args.seed);
-    if args.surface {
-        let setup = SurfaceSetup {
-            model: &model,
-            data: &data,
-            params: &params,
-            subset: &subset,
-            bn: &bn,
-            has_bn,
-        };
-        return run_surface(&args, &setup, line);
-    }
-
-    let mut hessian = None;
-    let (directions, dir_path, loaded) = match line {
-        Some(l) => {
-            let v = vec![l];
-            if let Some(p) = &args.save_directions {
-                Direction::save_all(&v, p)?;
+        ProbeEvent::Started(s) => {
+            count = s.directions;
+            say(format!(
+                "probe: {} ({} parameters, BatchNorm: {}), {} examples, loss {:.5} at the point; {} {} directions × {} points, bn {}\n",
+                args.model.display(),
+                s.parameters,
+                if s.has_batch_norm { "yes" } else { "no" },
+                s.examples,
+                s.center_loss,
+                s.directions,
+                s.kind,
+                s.points,
+                s.bn
+            ), &mut failed);
+        }
+        ProbeEvent::Point {
+            done,
+            total,
+            direction,
+        } => {
+            let b = bar.get_or_insert_with(|| new_bar(args.quiet, total));
+            if !args.surface && done == 1 + direction * (total / count.max(1)) {
+                b.set_message(format!("direction {}/{count}", direction + 1));
             }
-            (v, args.save_directions.clone(), false)
+            b.inc(1);
         }
-        None => directions(
-            &args,
-            &params,
-            &subset,
-            &model,
-            &data,
-            args.count,
-            &mut hessian,
-        )?,
     };
-    let mut directions = directions;
-    let sharp_count = directions.len();
-    if let Some(m) = args.compare_random {
-        if args.direction != DirectionChoice::Hessian || loaded || args.between.is_some() {
-            return Err(Error::invalid(
-                "compare-random",
-                m,
-                "--direction hessian (eigenvectors computed here, not loaded or a line)",
-            ));
+    let outcome = run_probe(
+        &mut model,
+        &train,
+        test.as_ref(),
+        source,
+        &config,
+        &mut on_event,
+    );
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let outcome = outcome?;
+    let file = save_directions(args, &outcome.directions)?;
+    match outcome.result {
+        ProbeResult::Surface(mut report) => {
+            report.directions_file = file.map(|p| p.display().to_string());
+            surface::write(args, &report)
         }
-        if m == 0 {
-            return Err(Error::invalid("compare-random", m, "an integer >= 1"));
-        }
-        for i in 0..m {
-            directions.push(Direction::random_with(
-                &params,
-                args.compare_kind,
-                &subset,
-                args.seed.wrapping_add(i as u64),
-                DrawOptions {
-                    filter_keep_1d: args.filter_keep_1d,
-                },
-            )?);
+        ProbeResult::Profiles(mut report) => {
+            report.directions_file = file.map(|p| p.display().to_string());
+            write_profiles(args, &report)
         }
     }
-    let count = directions.len();
-    let kind_name = if args.between.is_some() {
-        "line".to_string()
-    } else if loaded {
-        "loaded".to_string()
-    } else {
-        args.direction.name().to_string()
-    };
-    if let Some(h) = &hessian {
-        let trace = h.trace.map_or(String::new(), |t| {
-            format!(
-                "; trace {:.6} ± {:.6} ({} samples)",
-                t.trace, t.std_error, t.samples
-            )
-        });
-        print_stdout(&format!(
-            "hessian: eigenvalues {:?} ({} Hessian-vector products){trace}\n",
-            h.eigenvalues, h.products
-        ))?;
-    }
+}
 
-    print_stdout(&format!(
-        "probe: {} ({} parameters, BatchNorm: {}), {} examples, loss {:.5} at the point; {} {} directions × {} points, bn {}\n",
-        args.model.display(),
-        params.len(),
-        if has_bn { "yes" } else { "no" },
-        data.len(),
-        center,
-        count,
-        kind_name,
-        offsets.len(),
-        bn.mode
-    ))?;
-    let bar = if args.quiet {
+fn new_bar(quiet: bool, total: usize) -> ProgressBar {
+    let bar = if quiet {
         ProgressBar::hidden()
     } else {
-        ProgressBar::new((count * offsets.len()) as u64)
+        ProgressBar::new(total as u64)
     };
     if let Ok(style) =
         ProgressStyle::with_template("probe [{bar:30}] {pos}/{len} points {elapsed} {msg}")
     {
         bar.set_style(style.progress_chars("=> "));
     }
-    let mut reports = Vec::with_capacity(count);
-    let mut cost = ProfileCost::default();
-    let evals: Vec<&ProbeData> = std::iter::once(&data).chain(test.as_ref()).collect();
-    let mut test_profiles = Vec::with_capacity(count);
-    for (i, d) in directions.iter().enumerate() {
-        bar.set_message(format!("direction {}/{}", i + 1, count));
-        let (mut profs, c) = profile(&model, d, &offsets, &evals, args.loss, &bn, |_| bar.inc(1))?;
-        cost.eval_forwards += c.eval_forwards;
-        cost.bn_forwards += c.bn_forwards;
-        let prof = profs.remove(0);
-        test_profiles.push(profs.pop());
-        let mut cfg = config.clone();
-        cfg.seed = args.seed.wrapping_add(i as u64);
-        let asym = analyze(&prof.offsets, &prof.loss, Some(&prof.per_example), &cfg)?;
-        reports.push(DirectionReport::new(i, d, &params, asym, None, prof)?);
-    }
-    // The shift is estimated over all directions at once, so c* waits for the last profile.
-    let shift = match test_profiles.iter().all(Option::is_some) && test.is_some() {
-        true => {
-            let pairs: Vec<(&[f64], &[f64])> = reports
-                .iter()
-                .zip(&test_profiles)
-                .filter_map(|(r, t)| t.as_ref().map(|t| (&r.profile.loss[..], &t.loss[..])))
-                .collect();
-            let span = offsets[offsets.len() - 1] - offsets[0];
-            Some(estimate_shift_scale(&offsets, &pairs, span / 4.0)?)
-        }
-        false => None,
-    };
-    let scale = args
-        .shift_scale
-        .or(shift.as_ref().map(|s| s.scale).filter(|s| *s > 0.0));
-    for (r, t) in reports.iter_mut().zip(test_profiles) {
-        r.bias = match (scale, r.asymmetry.fit.as_ref()) {
-            (Some(s), Some(fit)) => optimal_bias(fit, args.shift_law, s).ok(),
-            _ => None,
-        };
-        r.shift = shift.as_ref().map(|s| s.shifts[r.index]);
-        r.test_profile = t;
-    }
-    bar.finish_and_clear();
+    bar
+}
 
+/// Writes the JSON report and the SVG, then prints the table (after the files, so that
+/// `probe ... | head -1` keeps them).
+fn write_profiles(args: &ProbeArgs, report: &ProbeReport) -> Result<()> {
+    let kind_name = if report.between.is_some() {
+        "line"
+    } else if report.directions_loaded {
+        "loaded"
+    } else {
+        args.direction.name()
+    };
     // The table is printed after the files are written, so `probe ... | head -1` keeps them.
     let mut table = format!(
         "{:>4} {:>10} {:>22} {:>10} {:>5}  class\n",
         "dir", "R", "95% CI", "fit c+/c-", "flat"
     );
-    for r in &reports {
+    for r in &report.directions {
         let ci = r
             .asymmetry
             .rise_ratio_ci
@@ -556,21 +408,12 @@ pub fn run(args: ProbeArgs) -> Result<()> {
             r.index, r.rise_ratio, ci, fit, r.flat_side, r.class
         );
     }
-    for r in &reports {
+    for r in &report.directions {
         for w in &r.asymmetry.warnings {
             eprintln!("warning: direction {}: {w}", r.index);
         }
     }
-    let comparison = match args.compare_random {
-        Some(_) => {
-            let (sharp, random) = reports.split_at(sharp_count);
-            let sharp: Vec<&DirectionReport> = sharp.iter().collect();
-            let random: Vec<&DirectionReport> = random.iter().collect();
-            Some(compare(&sharp, &random, args.seed)?)
-        }
-        None => None,
-    };
-    if let Some(c) = &comparison {
+    if let Some(c) = &report.comparison {
         let line = |name: &str, g: &GroupAsymmetry| {
             format!(
                 "{name}: {} of {} asymmetric, fraction 95% CI [{:.3}, {:.3}]; median |ln R| {:.3}{}\n",
@@ -595,12 +438,12 @@ pub fn run(args: ProbeArgs) -> Result<()> {
             }
         );
     }
-    let summary = Summary::of(&reports);
+    let summary = &report.summary;
     table += &format!(
         "{} of {} directions asymmetric; median |ln R| = {:.3}\n",
         summary.asymmetric, summary.directions, summary.median_abs_log_ratio
     );
-    if let Some(s) = &shift {
+    if let Some(s) = &report.shift {
         table += &format!(
             "shift train → held-out: scale {:.4} (rms), mean {:+.4}; {} of {} positive, sign test p = {:.3}{}\n",
             s.scale,
@@ -624,7 +467,8 @@ pub fn run(args: ProbeArgs) -> Result<()> {
                 "t".into()
             },
             y_label: "loss".into(),
-            series: reports
+            series: report
+                .directions
                 .iter()
                 .map(|r| Series {
                     label: format!("d{} (R={:.2})", r.index, r.rise_ratio),
@@ -643,75 +487,18 @@ pub fn run(args: ProbeArgs) -> Result<()> {
         };
         draw(svg, &[panel], 800)?;
     }
-    let report = ProbeReport {
-        model: args.model.display().to_string(),
-        data: args.data.display().to_string(),
-        test_data: args.test_data.as_ref().map(|p| p.display().to_string()),
-        hessian,
-        comparison,
-        shift,
-        examples: data.len(),
-        loss: match args.loss {
-            LossKind::CrossEntropy => "cross-entropy".into(),
-            LossKind::Mse => "mse".into(),
-        },
-        bn: bn.mode.to_string(),
-        has_batch_norm: has_bn,
-        radius: offsets.iter().fold(0.0f64, |m, t| m.max(t.abs())),
-        points: offsets.len(),
-        config,
-        directions_file: dir_path.map(|p| p.display().to_string()),
-        directions_loaded: loaded,
-        between: args
-            .between
-            .as_ref()
-            .map(|v| v.iter().map(|p| p.display().to_string()).collect()),
-        cost,
-        summary,
-        directions: reports,
-    };
-    write_json(&args.json, &report)?;
+    write_json(&args.json, report)?;
     table += &format!("report: {}\n", args.json.display());
     print_stdout(&table)
 }
-
-/// Under `--bn stale` a train-mode trace is not refused (its profile is a loss with batch
-/// statistics, which may be what is wanted) but said aloud. The measurement is best effort: a
-/// model that cannot run a train-mode forward on the first batch is not checked.
-fn warn_train_traced(model: &ScriptModel, data: &ProbeData) {
-    let Some((xs, _)) = data.batches.first() else {
-        return;
-    };
-    if let Ok(layers) = model.batch_norm_behaviour(xs) {
-        for b in layers {
-            if b.updates_in_eval || (b.updates_in_train && !b.uses_running_stats) {
-                eprintln!(
-                    "warning: BatchNorm layer `{}` normalizes with batch statistics even in eval \
-                     mode (a model traced in train mode does); --bn stale then measures the loss \
-                     with batch statistics",
-                    b.layer
-                );
-            }
-        }
-    }
-}
-
 /// `cpu`, `cuda` (device 0) or `cuda:N`; availability is checked when the model moves.
-fn parse_device(s: &str) -> std::result::Result<tch::Device, String> {
-    match s {
-        "cpu" => Ok(tch::Device::Cpu),
-        "cuda" => Ok(tch::Device::Cuda(0)),
-        _ => s
-            .strip_prefix("cuda:")
-            .and_then(|i| i.parse::<usize>().ok())
-            .map(tch::Device::Cuda)
-            .ok_or_else(|| format!("`{s}`: expected cpu, cuda or cuda:N")),
-    }
+fn device_arg(s: &str) -> std::result::Result<tch::Device, String> {
+    parse_device(s).map_err(|_| format!("`{s}`: expected cpu, cuda or cuda:N"))
 }
 
 /// Writes `text` to stdout; a reader that has gone away (`| head -1`) is not an error, so the
 /// command still exits 0 with its files written (println! would panic on the broken pipe).
-fn print_stdout(text: &str) -> Result<()> {
+pub(crate) fn print_stdout(text: &str) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {

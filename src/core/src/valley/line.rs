@@ -29,18 +29,30 @@ impl Checkpoint {
     /// be there, with the model's shape and a floating-point dtype. The error names the file
     /// and the first offending key.
     pub fn read(path: &Path, model: &dyn ProbeModel) -> Result<Self> {
-        let bad = |reason: String| Error::Data {
-            path: path.to_path_buf(),
-            reason,
-        };
         if !path.is_file() {
             return Err(Error::io(
                 path,
                 std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint file not found"),
             ));
         }
-        let mut all = Tensor::read_safetensors(path)
-            .map_err(|e| bad(format!("not a readable safetensors state dict: {e}")))?;
+        let all = Tensor::read_safetensors(path).map_err(|e| Error::Data {
+            path: path.to_path_buf(),
+            reason: format!("not a readable safetensors state dict: {e}"),
+        })?;
+        Self::from_named(path, all, model)
+    }
+
+    /// The same checks as [`read`](Self::read) on a state dict already in memory (from Python);
+    /// `origin` names it in errors.
+    pub fn from_named(
+        origin: &Path,
+        mut all: Vec<(String, Tensor)>,
+        model: &dyn ProbeModel,
+    ) -> Result<Self> {
+        let bad = |reason: String| Error::Data {
+            path: origin.to_path_buf(),
+            reason,
+        };
         all.sort_by(|a, b| a.0.cmp(&b.0));
         let params = model.parameters()?;
         let buffers = model.buffers()?;
@@ -116,6 +128,16 @@ pub fn line_between(
     subset: &ParamSubset,
 ) -> Result<Direction> {
     let (ca, cb) = (Checkpoint::read(a, model)?, Checkpoint::read(b, model)?);
+    line_through(model, &ca, &cb, subset)
+}
+
+/// [`line_between`] for checkpoints already read and checked.
+pub fn line_through(
+    model: &dyn ProbeModel,
+    ca: &Checkpoint,
+    cb: &Checkpoint,
+    subset: &ParamSubset,
+) -> Result<Direction> {
     let params = model.parameters()?;
     let d = Direction::between(&params, &ca.parameters, &cb.parameters, subset)?;
     ca.write_into(model)?;

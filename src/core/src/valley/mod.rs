@@ -16,6 +16,8 @@
 //! - [`bn_check`]: whether a TorchScript model's BatchNorm layers can be re-estimated at all.
 //! - [`shift`]: the shift scale from train vs held-out profiles, with its sign test.
 //! - [`surface`]: 2-D loss surfaces `L(w + a·d1 + b·d2)` on a grid, same BatchNorm modes.
+//! - [`probe`]: the whole probe (config, directions, profiles or a surface, scoring), as the CLI
+//!   and the op library both run it.
 //! - [`report`]: JSON output (the figures are drawn by the application).
 //!
 //! # References
@@ -30,6 +32,7 @@ pub mod directions;
 pub mod hessian;
 pub mod line;
 pub mod model;
+pub mod probe;
 pub mod profile;
 pub mod report;
 pub mod shift;

@@ -99,7 +99,14 @@ impl ScriptModel {
         Ok(())
     }
 
-    /// The file it was loaded from.
+    /// The same model named `label` in errors and reports instead of its file (a module
+    /// handed over as bytes is loaded from a temporary file that no user has seen).
+    pub fn with_label(mut self, label: impl Into<PathBuf>) -> Self {
+        self.path = label.into();
+        self
+    }
+
+    /// The file it was loaded from (or its label, see [`with_label`](Self::with_label)).
     pub fn path(&self) -> &Path {
         &self.path
     }
