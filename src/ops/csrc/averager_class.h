@@ -1,6 +1,9 @@
 // torch.classes.asymvalley.Averager: SWA or EMA over flat fp32 buffers with host counters, for
 // TorchScript users. Its rule is Rust's (src/ops/src/rule.rs), parsed once at construction; its
-// calls are checked by the one validator (validate.h) before anything is written.
+// calls are checked by the one validator (validate.h) before anything is written. On the CPU,
+// `update` and `copy_to` are one fused pass (fused_cpu.h) over the buffers' views, whose layout
+// the class keeps (refitted to the views' sizes at every call: a view returned by `average()`
+// can be resized by its caller); `swap` stays on `_foreach` (it needs a saved copy either way).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -34,6 +37,8 @@ struct Averager : torch::CustomClassHolder {
   // skips; a refused first update may leave them), but their memory is uninitialized, so every
   // read of the average requires `filled`.
   bool filled = false;
+  // The fused CPU pass's block map over `views` (see the header comment).
+  fused::HostLayout layout;
   // Held by every method that reads or writes the state: TorchScript class methods run without
   // the GIL, so Python threads sharing one Averager would otherwise race (the first update
   // allocates the buffers while another reads them).
@@ -134,10 +139,10 @@ struct Averager : torch::CustomClassHolder {
         break;
       case AsvAction::Mirror:
       case AsvAction::Copy:
-        lerp_host(views, params, /*copy=*/true, 1.0);
+        lerp_host(views, params, /*copy=*/true, 1.0, layout);
         break;
       case AsvAction::Lerp:
-        lerp_host(views, params, /*copy=*/false, next.weight);
+        lerp_host(views, params, /*copy=*/false, next.weight, layout);
         break;
     }
     if (next.action != AsvAction::Skip) filled = true;
@@ -157,6 +162,7 @@ struct Averager : torch::CustomClassHolder {
     require_average("copy_to");
     check::write_call("Averager.copy_to", params, views, /*average_written=*/false);
     at::NoGradGuard no_grad;
+    if (fused::copy_out(params, views, layout)) return;
     at::_foreach_copy_(params, views, /*non_blocking=*/false);
   }
 

@@ -1,11 +1,24 @@
 // The kernels of `torch.ops.asymvalley.{swa_update_, ema_update_, bias_toward_flat_}` (their
-// schemas are in register.cpp). They call `at::_foreach_*`, one call per (device, dtype) group,
-// so a CUDA update is a handful of fused launches.
+// schemas are in register.cpp).
+//
+// CPU: one fused pass over every tensor of the call (fused_cpu.h: the core's `av_cpu_apply`, the
+// host form of the CUDA kernel's indexing), each parameter read in its own dtype, so a bf16 model
+// into an fp32 average is neither converted first nor split into groups. Its values equal
+// `torch.lerp` / `Tensor.copy_` / `torch.add(alpha=)` bitwise (src/core/csrc/fused/cpu.cpp says
+// why). A call with a tensor the pass cannot address as given (a non-contiguous but valid view,
+// a half-precision average, a `_neg_view`, a bias `out` sharing memory with an input other than
+// its own anchor) takes the `_foreach` path below instead, with the same values; the tests count
+// fused passes (`torch.ops.asymvalley._fused_cpu_passes()`) to hold each case to its path.
+//
+// CUDA (and any other device): `at::_foreach_*`, one call per (device, dtype) group, so an update
+// is a handful of fused launches. The core's fused CUDA kernel is launched from Rust through
+// NVRTC and the driver API (src/core/src/plan/cuda.rs), which this C++ library does not link;
+// routing the ops through it waits for a GPU run that can check it.
 //
 // Counter and weight, without a device sync:
 // - `n_averaged` on the CPU (what `asymvalley.AveragedModel` passes: a host-side counter): it is
-//   read directly (a CPU read, no device sync) and the weight is a host double Scalar, which
-//   takes `_foreach_lerp_`'s fused fast path.
+//   read directly (a CPU read, no device sync) and the weight is a host double, which the fused
+//   pass (CPU) or `_foreach_lerp_`'s fused fast path (CUDA) takes.
 // - `n_averaged` on the device (TorchScript users mirroring `AveragedModel.n_averaged`): never
 //   read on the host. The weight is a 0-dim device tensor (`1/(n+1)` for SWA, `where(n == 0, 1,
 //   1 - decay)` for EMA) fed to `_foreach_lerp_`'s tensor-weight overload; weight 1 is the copy
@@ -15,14 +28,12 @@
 // Validation: every kernel first calls the one validator (validate.h), which reads only
 // TensorImpl fields and words every error; nothing is written before it accepts.
 //
-// Mixed dtypes (a bf16 model into an fp32 average): ATen has no mixed-dtype `_foreach_lerp_`
-// (`lerp` requires equal dtypes; a mixed foreach list takes the per-tensor slow path), so the
-// params are converted first: into fresh fp32 tensors by ONE `_foreach_copy_` (its CUDA fast path
-// converts dtypes in a multi-tensor launch), not one `.to()` launch per tensor. The traffic is
-// still 18 B/param (read 2 + write 4 for the conversion, then read 4 + 4, write 4) against a
-// floor of 10 B/param for a fused mixed-dtype lerp, which would need our own CUDA kernel; the
-// alternatives in ATen (`_foreach_mul_` + a mixed `_foreach_add_`) move the same 18 B and fall to
-// per-tensor launches.
+// Mixed dtypes on the `_foreach` path (a bf16 model into an fp32 average): ATen has no
+// mixed-dtype `_foreach_lerp_` (`lerp` requires equal dtypes; a mixed foreach list takes the
+// per-tensor slow path), so the params are converted first: into fresh fp32 tensors by ONE
+// `_foreach_copy_` (its CUDA fast path converts dtypes in a multi-tensor launch), not one `.to()`
+// launch per tensor. The traffic is 18 B/param (read 2 + write 4 for the conversion, then read
+// 4 + 4, write 4) against the 10 B/param of the fused pass.
 #include "kernels.h"
 
 #include <ATen/core/grad_mode.h>
@@ -33,6 +44,7 @@
 #include <vector>
 
 #include "foreach_kernels.h"
+#include "fused_cpu.h"
 #include "rust_ffi.h"
 #include "validate.h"
 
@@ -85,9 +97,17 @@ void lerp_device(at::TensorList avg, at::TensorList params, const at::Tensor& we
   }
 }
 
+// The free ops' layout: it depends only on the tensors' sizes, which `fit` compares at every
+// call (rebuilding on any difference); the pointers are read at every call.
+fused::HostLayout& op_layout() {
+  thread_local fused::HostLayout layout;
+  return layout;
+}
+
 }  // namespace
 
-void lerp_host(at::TensorList avg, at::TensorList params, bool copy, double weight) {
+void lerp_host(at::TensorList avg, at::TensorList params, bool copy, double weight, fused::HostLayout& layout) {
+  if (fused::lerp(avg, params, copy, weight, layout)) return;
   if (copy) {  // `_foreach_copy_` converts dtypes and crosses devices itself: one call
     at::_foreach_copy_(avg, params, /*non_blocking=*/false);
     return;
@@ -108,7 +128,7 @@ void swa_update_(at::TensorList avg, at::TensorList params, const at::Tensor& n_
   at::NoGradGuard no_grad;
   if (n_averaged.device().is_cpu()) {
     const int64_t n = n_averaged.item<int64_t>();  // a CPU read: no device sync
-    lerp_host(avg, params, n == 0, asymvalley_op_swa_weight(n));
+    lerp_host(avg, params, n == 0, asymvalley_op_swa_weight(n), op_layout());
   } else {
     // 1/(n+1) computed in float64 on the device (cast to each group's dtype); n = 0 gives 1 (the copy).
     lerp_device(avg, params, at::reciprocal((n_averaged + 1).to(at::kDouble)));
@@ -123,7 +143,7 @@ void ema_update_(at::TensorList avg, at::TensorList params, const at::Tensor& n_
   at::NoGradGuard no_grad;
   if (n_averaged.device().is_cpu()) {
     const int64_t n = n_averaged.item<int64_t>();
-    lerp_host(avg, params, n == 0, 1.0 - decay);
+    lerp_host(avg, params, n == 0, 1.0 - decay, op_layout());
   } else {
     auto opts = n_averaged.options().dtype(at::kDouble);
     auto w = at::where(n_averaged.eq(0), at::ones({}, opts), at::full({}, 1.0 - decay, opts));
@@ -133,11 +153,13 @@ void ema_update_(at::TensorList avg, at::TensorList params, const at::Tensor& n_
 }
 
 // bias_toward_flat_(out, avg, anchor, beta): out <- avg + beta*(avg - anchor), the formula of
-// the library's shim (foreach_kernels.h), computed in avg's dtype. Every (device, dtype) group is
-// computed before any `out` is written: `out` may alias `avg` or `anchor`, also of another group.
+// the library's shim (foreach_kernels.h), computed in avg's dtype. On the `_foreach` path every
+// (device, dtype) group is computed before any `out` is written: `out` may alias `avg` or
+// `anchor`, also of another group (the fused pass takes only an `out` that is its own anchor).
 void bias_toward_flat_(at::TensorList out, at::TensorList avg, at::TensorList anchor, double beta) {
   check::bias_call(out, avg, anchor, beta);
   at::NoGradGuard no_grad;
+  if (fused::bias(out, avg, anchor, beta, op_layout())) return;
   const auto groups = groups_of(avg);
   std::vector<std::vector<at::Tensor>> results;
   results.reserve(groups.size());

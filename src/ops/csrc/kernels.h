@@ -6,11 +6,14 @@
 
 #include <ATen/ATen.h>
 
+#include "fused_cpu.h"
+
 namespace asymvalley {
 
-// avg <- lerp(avg, params, weight) with a host weight, or a copy when `copy`, one foreach call
-// per (device, dtype) group (one call for a uniform list). Callers validate first.
-void lerp_host(at::TensorList avg, at::TensorList params, bool copy, double weight);
+// avg <- lerp(avg, params, weight) with a host weight, or a copy when `copy`: one fused pass on
+// the CPU (`layout` is the caller's, refitted to the sizes), else one foreach call per (device,
+// dtype) group (one call for a uniform list). Callers validate first.
+void lerp_host(at::TensorList avg, at::TensorList params, bool copy, double weight, fused::HostLayout& layout);
 
 void swa_update_(at::TensorList avg, at::TensorList params, const at::Tensor& n_averaged);
 void ema_update_(at::TensorList avg, at::TensorList params, const at::Tensor& n_averaged, double decay);

@@ -1,6 +1,7 @@
 // The schemas and registrations of the op library: `torch.ops.asymvalley.{swa_update_,
 // ema_update_, bias_toward_flat_}` with their CompositeExplicitAutograd and Meta kernels, and
-// `torch.classes.asymvalley.Averager` (`valley_asymmetry` registers itself in valley_op.cpp).
+// `torch.classes.asymvalley.Averager` (`valley_asymmetry` registers itself in valley_op.cpp), and
+// the fused CPU pass's two diagnostics `_fused_cpu_passes()` and `_cpu_variant()`.
 #include <torch/custom_class.h>
 #include <torch/library.h>
 
@@ -14,6 +15,9 @@ TORCH_LIBRARY(asymvalley, m) {
   m.def("swa_update_(Tensor(a!)[] avg, Tensor[] params, Tensor(b!) n_averaged) -> ()");
   m.def("ema_update_(Tensor(a!)[] avg, Tensor[] params, Tensor(b!) n_averaged, float decay) -> ()");
   m.def("bias_toward_flat_(Tensor(a!)[] out, Tensor[] avg, Tensor[] anchor, float beta) -> ()");
+  // Diagnostics of the fused CPU pass (fused_cpu.h): how many passes ran, and which compiled variant.
+  m.def("_fused_cpu_passes() -> int", &asymvalley::fused::passes);
+  m.def("_cpu_variant() -> str", &asymvalley::fused::variant);
 
   using asymvalley::Averager;
   m.class_<Averager>("Averager")

@@ -6,7 +6,8 @@
 //   lerp:     a <- w < 0.5 ? fma(w, p - a, a) : fma(w - 1, p - a, p)
 //   copy-in:  a <- p                      (the first SWA update: a + 1*(p - a) is not always p)
 //   copy-out: out <- a                    (rounded to out's dtype, nearest-even, as Tensor::copy_)
-//   bias:     out <- fma(beta, a - p, a)  (computed in a's dtype, then rounded to out's dtype)
+//   bias:     out <- fma(beta, a - p, a)  (computed in a's dtype, then rounded to out's dtype,
+//                                          any of the four: the model's, or the average's)
 // These are ATen's own CPU formulas: `lerp` is `a + w(p - a)` below one half and
 // `p - (p - a)(1 - w)` above, and its vectorized kernel evaluates each as one fused multiply-add
 // (1 - w is exact there), as does `add(a, d, alpha)`. So the pass equals `torch.lerp` and
@@ -15,7 +16,7 @@
 // Speed: the pass is memory bound, but only if the loops are vectorized. The library is built for
 // the baseline x86-64 (SSE2, no FMA: an `fmaf` there is a libm call), so the block loop is compiled
 // twice, once for AVX2+FMA, and `__builtin_cpu_supports` picks the variant once per process.
-#include "plan.cuh"
+#include "cpu.h"
 
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
@@ -34,12 +35,6 @@
 #endif
 
 namespace {
-
-// Dtype codes shared with average.cu and src/core/src/plan/ffi.rs.
-enum : unsigned char { AV_F32 = 0, AV_F64 = 1, AV_BF16 = 2, AV_F16 = 3 };
-
-// Operation codes shared with src/core/src/plan/fused_ffi.rs.
-enum AvOp : int { AV_OP_LERP = 0, AV_OP_COPY_IN = 1, AV_OP_COPY_OUT = 2, AV_OP_BIAS = 3 };
 
 // ATen uses a block of 32768 elements as the smallest unit worth a thread (at::internal::GRAIN_SIZE).
 constexpr int64_t kGrainElems = 32768;
@@ -95,13 +90,14 @@ AV_ALWAYS_INLINE void copy_out_loop(O* __restrict out, const A* __restrict a, av
   for (av_u64 i = 0; i < n; ++i) out[i] = narrow<O>(a[i]);
 }
 
-// `out` may alias `p` (the anchor is the model, and the model is the destination): each element
-// is read before it is written, at the same index, so no __restrict between those two.
-template <typename A, typename S>
-AV_ALWAYS_INLINE void bias_loop(S* out, const A* __restrict a, const S* p, av_u64 n, A beta) {
+// `out` may alias `p` (the anchor is the model, and the model is the destination; then O == S):
+// each element is read before it is written, at the same index, so no __restrict between those
+// two. `out` never aliases `a`.
+template <typename A, typename S, typename O>
+AV_ALWAYS_INLINE void bias_loop(O* out, const A* __restrict a, const S* p, av_u64 n, A beta) {
   for (av_u64 i = 0; i < n; ++i) {
     const A x = a[i];
-    out[i] = narrow<S>(fused_mul_add(beta, x - widen<A>(p[i]), x));
+    out[i] = narrow<O>(fused_mul_add(beta, x - widen<A>(p[i]), x));
   }
 }
 
@@ -117,6 +113,20 @@ struct Args {
   const unsigned char* out_dtype;
   double scalar;
 };
+
+template <typename A, typename S>
+AV_ALWAYS_INLINE void bias_typed(const Args& x, const AvSegment& s) {
+  const A* a = static_cast<const A*>(x.avg[s.tensor]) + s.offset;
+  const S* p = static_cast<const S*>(x.src[s.tensor]) + s.offset;
+  void* o = x.out[s.tensor];
+  const A beta = static_cast<A>(x.scalar);
+  switch (x.out_dtype[s.tensor]) {
+    case AV_F64: bias_loop(static_cast<double*>(o) + s.offset, a, p, s.len, beta); break;
+    case AV_BF16: bias_loop(static_cast<c10::BFloat16*>(o) + s.offset, a, p, s.len, beta); break;
+    case AV_F16: bias_loop(static_cast<c10::Half*>(o) + s.offset, a, p, s.len, beta); break;
+    default: bias_loop(static_cast<float*>(o) + s.offset, a, p, s.len, beta);
+  }
+}
 
 template <typename A, typename S>
 AV_ALWAYS_INLINE void segment_typed(const Args& x, const AvSegment& s) {
@@ -136,8 +146,7 @@ AV_ALWAYS_INLINE void segment_typed(const Args& x, const AvSegment& s) {
       copy_in_loop(a, static_cast<const S*>(x.src[s.tensor]) + s.offset, s.len);
       break;
     case AV_OP_BIAS:
-      bias_loop(static_cast<S*>(x.out[s.tensor]) + s.offset, a,
-                static_cast<const S*>(x.src[s.tensor]) + s.offset, s.len, static_cast<A>(x.scalar));
+      bias_typed<A, S>(x, s);
       break;
     default:
       break;
@@ -255,7 +264,8 @@ extern "C" int av_cpu_variant() {
 
 // One pass of `op` (AvOp) over every block. Tables the op does not read may be null: `src` and
 // `src_dtype` for copy-out, `out` and `out_dtype` for lerp and copy-in. For bias, `out[t]` has
-// the dtype `src_dtype[t]` (the destination is the anchor's tensor or one like it).
+// the dtype `out_dtype[t]` (Rust passes the model's: the destination is the anchor's tensor; the
+// op library may pass fresh fp32 tensors for a bf16 anchor).
 extern "C" int av_cpu_apply(int op, AvLayout l, av_u64 blocks, void* const* avg,
                             const void* const* src, void* const* out,
                             const unsigned char* avg_dtype, const unsigned char* src_dtype,
