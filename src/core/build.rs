@@ -44,6 +44,11 @@ fn main() {
 
     // The fused update's CPU pass (csrc/fused): its own build so that the kernel headers it
     // shares with the CUDA source stay apart from the shim's files.
+    // `-fopenmp`: `at::parallel_for` is a header template whose threads come from an
+    // `#pragma omp parallel` compiled into the caller (libtorch is built with OpenMP); without the
+    // flag the pragma is ignored and the pass runs on one thread. The runtime is the libgomp.so.1
+    // that libtorch_cpu itself loads (from libtorch's folder, by its soname), so the pass shares
+    // torch's thread pool and `torch.set_num_threads`.
     let mut fused = cc::Build::new();
     fused
         .cpp(true)
@@ -52,6 +57,7 @@ fn main() {
         .include(csrc.join("fused"))
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .flag_if_supported("-Wno-unused-parameter")
+        .flag("-fopenmp")
         .warnings(false)
         .opt_level(3)
         .file(csrc.join("fused").join("cpu.cpp"))
@@ -61,5 +67,7 @@ fn main() {
     println!("cargo:rustc-link-search=native={lib}");
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");
+    // libtorch ships libgomp.so.1 without a libgomp.so link: named verbatim.
+    println!("cargo:rustc-link-lib=dylib:+verbatim=libgomp.so.1");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
 }

@@ -320,3 +320,35 @@ def test_variant_is_named_and_the_baseline_variant_gives_the_same_bits():
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["baseline", "7", "True"]  # 4 x 2 pairs less the refused one
+
+
+@pytest.mark.skipif(not pathlib.Path("/proc/self/task").is_dir(), reason="reads per-thread CPU time from Linux /proc")
+def test_the_pass_runs_on_torchs_intra_op_threads():
+    """`at::parallel_for` splits the blocks statically over the OpenMP team, so with two threads
+    the worker runs half the pass: its CPU time must grow (it stayed at 0 when the pass was
+    compiled without -fopenmp, where the pragma is ignored and the pass is serial)."""
+    before_threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.randn(1 << 20).exp()  # starts the OpenMP team
+        avg = [torch.randn(1 << 22) for _ in range(4)]
+        params = [torch.randn(1 << 22) for _ in range(4)]
+        me = str(__import__("threading").get_native_id())
+
+        def ticks():
+            out = {}
+            for t in os.listdir("/proc/self/task"):
+                stat = pathlib.Path(f"/proc/self/task/{t}/stat").read_text().rsplit(")", 1)[1].split()
+                out[t] = int(stat[11]) + int(stat[12])  # utime + stime, in clock ticks
+            return out
+
+        start = ticks()
+        n = torch.tensor(3)
+        for _ in range(40):
+            OPS.swa_update_(avg, params, n)
+        end = ticks()
+        used = {t: end[t] - start.get(t, 0) for t in end}
+        workers = sum(v for t, v in used.items() if t != me)
+        assert used[me] > 0 and workers >= used[me] // 4, used
+    finally:
+        torch.set_num_threads(before_threads)
