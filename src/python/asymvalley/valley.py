@@ -342,6 +342,8 @@ def _report(r: dict, dirs: list) -> ProbeReport:
 
 
 def _common(loss, params, subset, bn, bn_exclude, batch, seed, device, model) -> dict:
+    if not isinstance(model, torch.nn.Module):
+        raise _bad("model", type(model).__name__, "a torch.nn.Module or a torch.jit.ScriptModule", TypeError)
     _check_choice("loss", loss, LOSSES)
     _check_choice("subset", subset, SUBSETS)
     if params is not None and not isinstance(params, str):
