@@ -13,6 +13,7 @@ import math
 import pathlib
 import subprocess
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -245,3 +246,23 @@ def test_the_rust_probe_refuses_with_a_clear_message():
 def test_package_exports_the_detector():
     assert asymvalley.valley.probe is valley.probe
     assert callable(valley.hessian_directions) and callable(valley.surface)
+
+
+def test_dropout_under_full_bn_is_deterministic():
+    # Common random numbers: torch's RNG is seeded per grid point, so two runs draw the same masks.
+    torch.manual_seed(0)
+    # Dropout before BatchNorm: the masks drawn during re-estimation move the statistics.
+    net = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Dropout(0.3), torch.nn.BatchNorm1d(16),
+                              torch.nn.ReLU(), torch.nn.Linear(16, 3)).eval()
+    x, y = _data()
+    runs = [valley.probe(net, x, y, count=2, points=5, bn="full", batch=32, bootstrap=0) for _ in range(2)]
+    assert [d.profile.loss.tolist() for d in runs[0].directions] == [d.profile.loss.tolist() for d in runs[1].directions]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    net, x, y = _trained()
+    cpu = valley.probe(net, x, y, count=2, points=7, bn="full", bootstrap=0, device="cpu")
+    gpu = valley.probe(net, x, y, count=2, points=7, bn="full", bootstrap=0, device="cuda")
+    for c, g in zip(cpu.directions, gpu.directions):
+        np.testing.assert_allclose(g.profile.loss, c.profile.loss, rtol=1e-4)
