@@ -266,3 +266,16 @@ def test_cuda_matches_cpu():
     gpu = valley.probe(net, x, y, count=2, points=7, bn="full", bootstrap=0, device="cuda")
     for c, g in zip(cpu.directions, gpu.directions):
         np.testing.assert_allclose(g.profile.loss, c.profile.loss, rtol=1e-4)
+
+
+def test_train_mode_module_is_probed_in_eval_mode_and_left_as_it_was():
+    # The probe scores the model at its point in eval mode whatever mode the module is in (the
+    # CLI loads TorchScript files the same way), and the caller's module keeps its mode.
+    net, x, y = _trained()
+    ev = valley.probe(net.eval(), x, y, count=1, points=5, bn="stale", bootstrap=0)
+    tr = valley.probe(net.train(), x, y, count=1, points=5, bn="stale", bootstrap=0)
+    assert net.training
+    assert tr.directions[0].profile.loss.tolist() == ev.directions[0].profile.loss.tolist()
+    with torch.no_grad():
+        want = F.cross_entropy(net.eval()(x).double(), y).item()
+    assert ev.directions[0].profile.loss[2] == pytest.approx(want, rel=2e-5)
