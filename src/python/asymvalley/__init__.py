@@ -8,6 +8,10 @@ Importing the package loads the op library (``libasymvalley.so``), which registe
 
 The library is the ``libasymvalley.so`` installed next to this file (``pip install .``);
 ``ASYMVALLEY_LIBRARY`` (a path to a .so) overrides it. ``_library.py`` says how it is found and checked.
+
+The asymmetric-valley detector is ``asymvalley.valley`` (``probe``, ``hessian_directions``,
+``surface``): the same Rust implementation as ``asymvalley probe``, through
+``torch.ops.asymvalley.valley_probe``.
 """
 from __future__ import annotations
 
@@ -46,3 +50,4 @@ from .bias import bias_toward_flat  # noqa: E402
 from .bn import update_bn  # noqa: E402
 from .swa import SWA  # noqa: E402
 from .ema import EMA  # noqa: E402
+from . import valley  # noqa: E402  (the detector: asymvalley.valley.probe / hessian_directions / surface)

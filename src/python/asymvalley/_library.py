@@ -28,7 +28,7 @@ import struct
 import torch
 
 #: What a correct library registers; checked after every load.
-OPS = ("swa_update_", "ema_update_", "bias_toward_flat_", "valley_asymmetry")
+OPS = ("swa_update_", "ema_update_", "bias_toward_flat_", "valley_asymmetry", "valley_probe")
 CLASSES = ("Averager",)
 
 ENV = "ASYMVALLEY_LIBRARY"

@@ -11,6 +11,10 @@
 //! model: names, shapes, dtypes) and otherwise saves the drawn directions to F; `--save-directions
 //! G` writes them to G (overwriting); with neither they go next to the JSON
 //! (`.directions.safetensors`), tensors `d{i}/{parameter}`, so a probe can be repeated.
+//!
+//! The probe itself is the library's [`run_probe`] (the same one `torch.ops.asymvalley.valley_probe`
+//! runs for Python): this file turns the flags into a [`ProbeConfig`], saves the directions, writes
+//! the JSON and the SVG, and prints the progress and the table.
 use crate::plot::{draw, Panel, Series};
 use asymvalley::error::{Error, Result};
 use asymvalley::valley::bias::ShiftLaw;

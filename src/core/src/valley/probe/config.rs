@@ -331,3 +331,101 @@ impl ProbeConfig {
         self.param_subset().map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_json_is_the_cli_defaults() -> Result<()> {
+        let c = ProbeConfig::from_json("{}")?;
+        assert_eq!(c, ProbeConfig::default());
+        // The CLI's documented defaults (`asymvalley probe --help`), not read back from the struct.
+        assert_eq!(
+            (c.points, c.radius, c.batch, c.bootstrap),
+            (21, 1.0, 256, 200)
+        );
+        assert_eq!(c.bn, BnMode::Full);
+        assert_eq!(c.direction, DirectionChoice::Random(DirectionKind::Uniform));
+        Ok(())
+    }
+
+    #[test]
+    fn cli_spellings_round_trip() -> Result<()> {
+        let c = ProbeConfig::from_json(
+            r#"{"bn": "k=3", "direction": "hessian", "device": "cuda:1", "loss": "mse",
+                "subset": "non-batch-norm", "compare_kind": "sign-consistent"}"#,
+        )?;
+        assert_eq!(c.bn, BnMode::Batches(3));
+        assert_eq!(c.direction, DirectionChoice::Hessian);
+        assert_eq!(c.device, tch::Device::Cuda(1));
+        assert_eq!(c.loss, LossKind::Mse);
+        assert_eq!(c.subset, SubsetChoice::NonBatchNorm);
+        assert_eq!(c.compare_kind, DirectionKind::SignConsistent);
+        let text = serde_json::to_string(&c)?;
+        assert!(text.contains(r#""bn":"k=3""#) && text.contains(r#""device":"cuda:1""#));
+        assert_eq!(ProbeConfig::from_json(&text)?, c);
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_or_bad_settings_are_named() {
+        let err = |json: &str| match ProbeConfig::from_json(json) {
+            Ok(c) => format!("accepted {c:?}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err(r#"{"pointz": 3}"#).contains("unknown field `pointz`"));
+        assert!(err(r#"{"bn": "k=0"}"#).contains("stale, full or k=K"));
+        assert!(err(r#"{"device": "tpu"}"#).contains("cpu, cuda or cuda:N"));
+        assert!(err(r#"{"direction": "random"}"#).contains("or hessian"));
+    }
+
+    #[test]
+    fn validate_refuses_before_anything_runs() {
+        let refused = |c: ProbeConfig, field: &str| {
+            let msg = c
+                .validate()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(msg.contains(field), "{field}: {msg}");
+        };
+        refused(
+            ProbeConfig {
+                count: Some(0),
+                ..Default::default()
+            },
+            "count",
+        );
+        refused(
+            ProbeConfig {
+                shift_scale: Some(-1.0),
+                ..Default::default()
+            },
+            "shift-scale",
+        );
+        refused(
+            ProbeConfig {
+                params: Some("a".into()),
+                subset: SubsetChoice::BatchNorm,
+                ..Default::default()
+            },
+            "params",
+        );
+        refused(
+            ProbeConfig {
+                surface: true,
+                count: Some(3),
+                ..Default::default()
+            },
+            "count",
+        );
+        refused(
+            ProbeConfig {
+                ratio_threshold: 1.0,
+                ..Default::default()
+            },
+            "ratio_threshold",
+        );
+    }
+}
