@@ -61,6 +61,7 @@ def test_wheel_carries_library_next_to_package_and_pins_torch(wheel, tmp_path):
         z.extract("asymvalley/libasymvalley.so", tmp_path)
     assert "asymvalley/__init__.py" in names and "asymvalley/libasymvalley.so" in names
     assert "Requires-Dist: torch==2.11.*" in meta.splitlines()
+    assert "Requires-Dist: numpy>=1.24" in meta.splitlines()  # asymvalley.valley returns numpy arrays
     assert "-py3-none-linux_" in wheel.name  # platform wheel, any CPython 3
     readelf = shutil.which("readelf")
     assert readelf, "readelf (binutils) is needed to check the library's dynamic section"
