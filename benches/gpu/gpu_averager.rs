@@ -5,7 +5,7 @@
 //! cargo bench --bench gpu_averager --no-run            # builds; prints the binary's path
 //! BIN --device cuda --json out.json                    # on the GPU machine
 //! BIN --device cpu  --json out.json                    # the same steps on the CPU
-//! BIN --dry-run-cpu --json out.json                    # the same, spelled as in run.sh
+//! BIN --dry-run-cpu --json out.json                    # the same, fewest timed calls (run.sh)
 //! ```
 //!
 //! On the exact ResNet-50 and ViT-B/16 parameter shapes (`fixtures/param_shapes.json`):
@@ -47,6 +47,7 @@ struct Args {
     shapes: String,
     models: Vec<String>,
     skip_check: bool,
+    dry_run: bool,
 }
 
 fn usage() -> ! {
@@ -68,6 +69,7 @@ fn parse_args() -> Args {
         .into(),
         models: Vec::new(),
         skip_check: false,
+        dry_run: false,
     };
     // `cargo bench` passes `--bench`; ignore it.
     let argv: Vec<String> = std::env::args()
@@ -95,6 +97,7 @@ fn parse_args() -> Args {
             }
             "--dry-run-cpu" => {
                 args.device = "cpu".into();
+                args.dry_run = true;
                 i += 1;
                 continue;
             }
@@ -377,18 +380,79 @@ fn timing(model: &str, shapes: &[Vec<i64>], device: Device, t: &Timing) -> TimeR
     }
 }
 
+/// A check or a timing that panicked (a tch call on a bad device state, say): recorded with the
+/// panic's message, so that one failure on the GPU machine does not lose the other results.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Entry<T> {
+    Done(T),
+    Failed {
+        model: String,
+        what: String,
+        error: String,
+    },
+}
+
+impl Entry<CheckResult> {
+    fn ok(&self) -> bool {
+        matches!(self, Entry::Done(c) if c.ok)
+    }
+}
+
+/// Runs `f`, turning a panic into [`Entry::Failed`].
+fn guarded<T>(model: &str, what: &str, f: impl FnOnce() -> T) -> Entry<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(v) => Entry::Done(v),
+        Err(payload) => {
+            let error = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic without a message".into());
+            // A torch error carries its C++ stack after "Exception raised": keep the message.
+            let cut = error
+                .find("Exception raised")
+                .unwrap_or(error.len())
+                .min(400);
+            let error: String = error.chars().take(cut).collect();
+            println!("{model} {what}: FAILED (panic: {error})");
+            Entry::Failed {
+                model: model.into(),
+                what: what.into(),
+                error,
+            }
+        }
+    }
+}
+
 #[derive(serde::Serialize)]
 struct Report {
     bench: &'static str,
     device: String,
+    dry_run: bool,
     cuda_available: bool,
     cuda_device_count: i64,
     tolerance: String,
     timing_method: String,
-    checks: Vec<CheckResult>,
-    timings: Vec<TimeResult>,
+    checks: Vec<Entry<CheckResult>>,
+    timings: Vec<Entry<TimeResult>>,
     all_checks_ok: bool,
+    /// False until the last timing is written: a run stopped by its time limit keeps the
+    /// finished parts, and says so.
+    complete: bool,
     unix_time: u64,
+}
+
+impl Report {
+    /// Writes the report (through a temporary file, so never half-written).
+    fn write(&self, path: Option<&str>) {
+        let Some(path) = path else { return };
+        let text = serde_json::to_string_pretty(self).expect("serializable report");
+        let tmp = format!("{path}.tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .unwrap_or_else(|e| panic!("cannot write {path}: {e}"));
+    }
 }
 
 fn main() {
@@ -427,6 +491,12 @@ fn main() {
             batches: 15,
             calls_per_batch: 20,
         },
+        // The dry run checks the code, not a speed: the fewest calls that run every timing.
+        _ if args.dry_run => Timing {
+            warmup_batches: 1,
+            batches: 3,
+            calls_per_batch: 1,
+        },
         _ => Timing {
             warmup_batches: 1,
             batches: 5,
@@ -434,7 +504,29 @@ fn main() {
         },
     };
 
-    let mut checks = Vec::new();
+    let mut report = Report {
+        bench: "gpu_averager",
+        device: args.device.clone(),
+        dry_run: args.dry_run,
+        cuda_available: cuda,
+        cuda_device_count: tch::Cuda::device_count(),
+        tolerance: format!("|dev - cpu| <= {ATOL:e} + {RTOL:e}*|cpu| elementwise"),
+        timing_method: format!(
+            "median over {} batches of {} back-to-back calls between device synchronizations, \
+             after {} warm-up batches",
+            t.batches, t.calls_per_batch, t.warmup_batches
+        ),
+        checks: Vec::new(),
+        timings: Vec::new(),
+        all_checks_ok: true,
+        complete: false,
+        unix_time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    let json = args.json.as_deref();
+
     if !args.skip_check {
         println!(
             "\n== correctness: averager on {} vs CPU, {CHECK_STEPS} updates, \
@@ -444,71 +536,67 @@ fn main() {
         for (model, shapes) in &models {
             for kind in [Kind::Float, Kind::BFloat16] {
                 for rule in ["swa", "ema"] {
-                    let r = check(model, shapes, kind, rule, device);
-                    println!(
-                        "{:<9} {:<8} model {:<4} {:>3} tensors  max|diff| {:.3e}  {}",
-                        r.model,
-                        r.model_dtype,
-                        r.rule,
-                        r.tensors,
-                        r.max_abs_diff,
-                        if r.ok { "ok" } else { "FAIL" }
-                    );
-                    checks.push(r);
+                    let what = format!("check {} {rule}", kind_name(kind));
+                    let r = guarded(model, &what, || check(model, shapes, kind, rule, device));
+                    if let Entry::Done(r) = &r {
+                        println!(
+                            "{:<9} {:<8} model {:<4} {:>3} tensors  max|diff| {:.3e}  {}",
+                            r.model,
+                            r.model_dtype,
+                            r.rule,
+                            r.tensors,
+                            r.max_abs_diff,
+                            if r.ok { "ok" } else { "FAIL" }
+                        );
+                    }
+                    report.checks.push(r);
                 }
             }
         }
+        report.all_checks_ok = report.checks.iter().all(Entry::ok);
+        report.write(json);
     }
 
     println!(
         "\n== timing on {}: median of {} batches x {} calls (after {} warm-up batches), ms per call ==",
         args.device, t.batches, t.calls_per_batch, t.warmup_batches
     );
-    let mut timings = Vec::new();
     for (model, shapes) in &models {
-        let r = timing(model, shapes, device, &t);
-        println!(
-            "{model}: {:.1} M params, {} tensors, floor copy {:.0} GB/s",
-            r.params as f64 / 1e6,
-            r.tensors,
-            r.copy_bandwidth_gb_s
-        );
-        for (k, v) in &r.ms {
+        let r = guarded(model, "timing", || timing(model, shapes, device, &t));
+        if let Entry::Done(r) = &r {
             println!(
-                "  {k:<30} {v:>10.4} ms  {:>7.2}x floor",
-                r.ratio_to_floor[k]
+                "{model}: {:.1} M params, {} tensors, floor copy {:.0} GB/s",
+                r.params as f64 / 1e6,
+                r.tensors,
+                r.copy_bandwidth_gb_s
             );
+            for (k, v) in &r.ms {
+                println!(
+                    "  {k:<30} {v:>10.4} ms  {:>7.2}x floor",
+                    r.ratio_to_floor[k]
+                );
+            }
         }
-        timings.push(r);
+        report.timings.push(r);
+        report.write(json);
     }
 
-    let all_ok = checks.iter().all(|c| c.ok);
-    let report = Report {
-        bench: "gpu_averager",
-        device: args.device.clone(),
-        cuda_available: cuda,
-        cuda_device_count: tch::Cuda::device_count(),
-        tolerance: format!("|dev - cpu| <= {ATOL:e} + {RTOL:e}*|cpu| elementwise"),
-        timing_method: format!(
-            "median over {} batches of {} back-to-back calls between device synchronizations, \
-             after {} warm-up batches",
-            t.batches, t.calls_per_batch, t.warmup_batches
-        ),
-        checks,
-        timings,
-        all_checks_ok: all_ok,
-        unix_time: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    };
-    if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report).expect("serializable report");
-        std::fs::write(path, text).unwrap_or_else(|e| panic!("cannot write {path}: {e}"));
+    report.complete = true;
+    report.write(json);
+    if let Some(path) = json {
         println!("\nwrote {path}");
     }
-    if !all_ok {
+    if !report.all_checks_ok {
         eprintln!("gpu_averager: a device/CPU check FAILED (see above)");
+        std::process::exit(1);
+    }
+    // A timing that panicked is a broken step too (its numbers are missing).
+    if report
+        .timings
+        .iter()
+        .any(|e| matches!(e, Entry::Failed { .. }))
+    {
+        eprintln!("gpu_averager: a timing FAILED (see above)");
         std::process::exit(1);
     }
 }

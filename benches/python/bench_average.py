@@ -73,10 +73,22 @@ def holder(shapes, device, seed):
     return m
 
 
-def module_emas(model, device):
-    """(label, build) for the module EMAs compared; each build returns the update callable."""
-    import ema_pytorch  # noqa: PLC0415 - peers, imported only when their rows run
-    from timm.utils import ModelEmaV3  # noqa: PLC0415
+def module_emas(model, device, offload_rows):
+    """(label, build) for the module EMAs compared; each build returns (ema, update callable).
+
+    A peer library that is not installed gets ``build = None`` and its rows are reported as
+    skipped (the GPU machine's image has timm but not ema-pytorch; benches/gpu/build.sh ships a
+    copy that run.sh adds to the path only where it is missing). ``offload_rows``: also each
+    with the average on the CPU (on CUDA; the dry run builds them on the CPU too, to check them).
+    """
+    try:
+        import ema_pytorch  # noqa: PLC0415 - peers, imported only when their rows run
+    except ImportError:
+        ema_pytorch = None
+    try:
+        from timm.utils import ModelEmaV3  # noqa: PLC0415
+    except ImportError:
+        ModelEmaV3 = None
 
     d = 0.999
     const = dict(beta=d, min_value=d, update_after_step=0, update_every=1)
@@ -93,24 +105,25 @@ def module_emas(model, device):
         ema = ModelEmaV3(model, decay=d, **kw)
         return ema, lambda: ema.update(model)
 
+    have_ep, have_timm = ema_pytorch is not None, ModelEmaV3 is not None
     rows = [
         ("asymvalley.EMA", lambda: ours()),
-        ("ema_pytorch.EMA", lambda: theirs_ema_pytorch()),
-        ("ema_pytorch.EMA use_foreach", lambda: theirs_ema_pytorch(use_foreach=True)),
-        ("timm ModelEmaV3", lambda: timm()),
+        ("ema_pytorch.EMA", (lambda: theirs_ema_pytorch()) if have_ep else None),
+        ("ema_pytorch.EMA use_foreach", (lambda: theirs_ema_pytorch(use_foreach=True)) if have_ep else None),
+        ("timm ModelEmaV3", (lambda: timm()) if have_timm else None),
     ]
-    if device.type == "cuda":
+    if offload_rows:
         rows += [
             ("asymvalley.EMA device=cpu", lambda: ours(device="cpu")),
-            ("timm ModelEmaV3 device=cpu", lambda: timm(device=torch.device("cpu"))),
+            ("timm ModelEmaV3 device=cpu", (lambda: timm(device=torch.device("cpu"))) if have_timm else None),
         ]
     return rows
 
 
-def bench_model(name, shapes, device, warmup, reps, which):
+def bench_model(name, shapes, device, warmup, reps, which, dry_run=False):
     n_params = sum(torch.Size(s).numel() for s in shapes)
     model = holder(shapes, device, 0)
-    rows, host = {}, {}
+    rows, host, skipped = {}, {}, {}
     ema_fn = swa_utils.get_ema_multi_avg_fn(0.999)
     if which == "all":
         for label, cls, kw in [
@@ -127,12 +140,20 @@ def bench_model(name, shapes, device, warmup, reps, which):
         src = [p.detach() for p in model.parameters()]
         rows["raw torch._foreach_lerp_"] = timer(device, lambda: torch._foreach_lerp_(a, src, 0.001), warmup, reps)
         del a, src
-    for label, build in module_emas(model, device):
+    for label, build in module_emas(model, device, offload_rows=device.type == "cuda" or dry_run):
+        if build is None:
+            skipped[label] = "its library is not installed in this Python"
+            print(f"  {label}: SKIPPED ({skipped[label]})")
+            continue
+        # The offloaded rows copy the whole model to the host on every update (tens of ms on a
+        # GPU): fewer repeats keep the step inside its time limit, and the median stays stable.
+        w, n = (min(warmup, 2), min(reps, 10)) if label.endswith("device=cpu") else (warmup, reps)
         ema, update = build()
         update()  # asymvalley / ema-pytorch: the first call copies; time the averaging ones
-        rows[label] = timer(device, update, warmup, reps)
-        # On the CPU the call returns when the work is done: host time is the same number.
-        host[label] = host_timer(device, update, warmup, reps) if device.type == "cuda" else rows[label]
+        rows[label] = timer(device, update, w, n)
+        # On the CPU the call returns when the work is done: host time is the same number (the
+        # dry run measures it anyway, to run the code the GPU run runs).
+        host[label] = host_timer(device, update, w, n) if device.type == "cuda" or dry_run else rows[label]
         del ema, update
         gc.collect()
     # Copy of the same bytes: 12 bytes/param moved as one flat read+write of 6 bytes/param each way.
@@ -143,25 +164,36 @@ def bench_model(name, shapes, device, warmup, reps, which):
     floor = 12 * n_params / bandwidth
     rows["copy of 12 B/param (floor)"] = floor
     return {"model": name, "tensors": len(shapes), "params": n_params, "copy_bandwidth_GBps": bandwidth / 1e9,
-            "floor_s": floor, "times_s": rows, "host_s": host}
+            "floor_s": floor, "times_s": rows, "host_s": host, "skipped": skipped}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--dry-run-cpu", action="store_true",
+                    help="the GPU run's code on the CPU with the fewest repeats (1 warm-up, 2 timed), "
+                         "including the offloaded rows and host timing: checks the script, not a speed")
     ap.add_argument("--json", type=pathlib.Path, default=None)
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--rows", choices=["all", "ema"], default="all",
                     help="all rows, or only the module EMAs (asymvalley.EMA, ema_pytorch, timm) and the floor")
     ap.add_argument("--shapes", type=pathlib.Path, default=ROOT / "fixtures" / "param_shapes.json")
+    ap.add_argument("--models", default="resnet50,vit_b_16", help="comma-separated keys of --shapes")
     args = ap.parse_args()
+    if args.dry_run_cpu:
+        args.device = "cpu"
     device = torch.device(args.device)
-    reps = args.reps or (50 if device.type == "cuda" else 7)
-    warmup = 5 if device.type == "cuda" else 2
+    reps = args.reps or (50 if device.type == "cuda" else 2 if args.dry_run_cpu else 7)
+    warmup = 5 if device.type == "cuda" else 1 if args.dry_run_cpu else 2
     shapes = json.loads(args.shapes.read_text())
+    models = [m for m in args.models.split(",") if m]
+    unknown = [m for m in models if m not in shapes]
+    if unknown or not models:
+        sys.exit(f"bench_average: --models {args.models!r}: not in {args.shapes} ({unknown}); "
+                 f"expected some of {', '.join(shapes)}")
     results = []
-    for name in ("resnet50", "vit_b_16"):
-        r = bench_model(name, shapes[name], device, warmup, reps, args.rows)
+    for name in models:
+        r = bench_model(name, shapes[name], device, warmup, reps, args.rows, args.dry_run_cpu)
         results.append(r)
         print(f"\n{name}: {r['tensors']} tensors, {r['params'] / 1e6:.1f} M params, "
               f"copy bandwidth {r['copy_bandwidth_GBps']:.1f} GB/s, floor {r['floor_s'] * 1e3:.3f} ms "
@@ -176,9 +208,14 @@ def main():
             h = r["host_s"].get(label)
             print(f"  {label:32s} {t * 1e3:9.3f} {'' if h is None else f'{h * 1e3:9.3f}':>9s} "
                   f"{t / r['floor_s']:8.2f} {'' if ref is None else f'{t / ref:8.2f}':>8s}")
+        if args.json:  # after each model, so a run stopped by its time limit keeps what it measured
+            report = {"device": str(device), "dry_run": args.dry_run_cpu, "torch": torch.__version__,
+                      "threads": torch.get_num_threads(), "complete": len(results) == len(models),
+                      "results": results}
+            tmp = args.json.with_name(args.json.name + ".tmp")
+            tmp.write_text(json.dumps(report, indent=2))
+            tmp.replace(args.json)
     if args.json:
-        args.json.write_text(json.dumps({"device": str(device), "torch": torch.__version__,
-                                         "threads": torch.get_num_threads(), "results": results}, indent=2))
         print(f"\nwrote {args.json}")
 
 
