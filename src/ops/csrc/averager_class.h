@@ -104,19 +104,10 @@ struct Averager : torch::CustomClassHolder {
     owner = own;
   }
 
-  // The buffers are float32: float64 params would be rounded, losing the precision the caller
-  // asked for, so they are refused rather than narrowed silently.
-  static void refuse_narrowing(const std::vector<at::Tensor>& params) {
-    for (size_t i = 0; i < params.size(); ++i) {
-      TORCH_CHECK(!params[i].defined() || params[i].scalar_type() != at::kDouble, "invalid params[", i,
-                  "] dtype = torch.float64 (in Averager.update): the average is torch.float32 and ",
-                  "would round float64 values; pass float32, float16 or bfloat16 params");
-    }
-  }
-
   void update(std::vector<at::Tensor> params) {
     std::lock_guard<std::mutex> lock(mu);
-    refuse_narrowing(params);
+    // The buffers are float32, so the one validator below refuses float64 params (they would be
+    // rounded at every update); a fresh buffer allocated for a refused call is dropped again.
     const AsvPlan next = plan(steps, n_averaged);
     const bool fresh = views.empty();
     if (fresh) {

@@ -12,7 +12,7 @@
 //
 // CUDA (and any other device): `at::_foreach_*`, one call per (device, dtype) group, so an update
 // is a handful of fused launches. The core's fused CUDA kernel is launched from Rust through
-// NVRTC and the driver API (src/core/src/plan/cuda.rs), which this C++ library does not link;
+// NVRTC and the driver API (src/core/src/shim/cuda.rs), which this C++ library does not link;
 // routing the ops through it waits for a GPU run that can check it.
 //
 // Counter and weight, without a device sync:

@@ -1,6 +1,6 @@
 // The C entry points of the fused CPU pass (cpu.cpp) and the codes of their tables, for the C++
 // callers (the op library, src/ops/csrc/fused_cpu.cpp). Rust declares the same functions in
-// src/core/src/plan/{ffi.rs,fused_ffi.rs}; the codes must stay equal to theirs and average.cu's.
+// src/core/src/shim/ffi.rs; the codes must stay equal to theirs and average.cu's.
 #pragma once
 
 #include "plan.cuh"
