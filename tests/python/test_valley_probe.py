@@ -237,10 +237,10 @@ def test_the_rust_probe_refuses_with_a_clear_message():
         valley.probe(traced, x, y, count=1, points=3)
     # The op itself names an unknown setting.
     with pytest.raises(RuntimeError, match="unknown field `pointz`"):
-        torch.ops.asymvalley.valley_probe(torch.zeros(1, dtype=torch.uint8), x, y, None, None, [], [],
+        torch.ops.asymvalley.valley_probe(torch.zeros(1, dtype=torch.uint8), x, y, None, None, [], [], [],
                                           json.dumps({"config": {"pointz": 3}}))
     with pytest.raises(RuntimeError, match="module"):
-        torch.ops.asymvalley.valley_probe(torch.zeros(4, dtype=torch.uint8), x, y, None, None, [], [], "{}")
+        torch.ops.asymvalley.valley_probe(torch.zeros(4, dtype=torch.uint8), x, y, None, None, [], [], [], "{}")
 
 
 def test_package_exports_the_detector():
@@ -279,3 +279,28 @@ def test_train_mode_module_is_probed_in_eval_mode_and_left_as_it_was():
     with torch.no_grad():
         want = F.cross_entropy(net.eval()(x).double(), y).item()
     assert ev.directions[0].profile.loss[2] == pytest.approx(want, rel=2e-5)
+
+
+def test_given_directions_are_probed_and_checked():
+    net, x, y = _trained()
+    # A direction of our own: the normalized gradient of the loss (no seed could draw it).
+    net.zero_grad()
+    F.cross_entropy(net(x), y).backward()
+    grad = {n: p.grad.detach().clone() for n, p in net.named_parameters()}
+    norm = math.sqrt(sum(float((g ** 2).sum()) for g in grad.values()))
+    mine = {n: g / norm for n, g in grad.items()}
+    r = valley.probe(net, x, y, directions=[mine], points=7, radius=0.5, bn="stale", bootstrap=0)
+    (d,) = r.directions
+    assert d.kind == "loaded" and r.raw["directions_loaded"] and d.norm == pytest.approx(1.0, rel=1e-5)
+    for t, got in zip(d.profile.offsets, d.profile.loss):
+        assert got == pytest.approx(_loss_at(net, mine, float(t), x, y), rel=2e-5)
+    # Along the gradient the loss falls on the -t side: +t is not the flat side.
+    assert d.profile.loss[-1] > d.profile.loss[0]
+    bad = dict(mine)
+    bad["0.weight"] = torch.zeros(3, 3)
+    with pytest.raises(RuntimeError, match="d0/0.weight.*shape"):
+        valley.probe(net, x, y, directions=bad, points=3)
+    with pytest.raises(RuntimeError, match="0.bias.*missing"):
+        valley.probe(net, x, y, directions={k: v for k, v in mine.items() if k != "0.bias"}, points=3)
+    with pytest.raises(TypeError, match="`directions\\[0\\]`"):
+        valley.probe(net, x, y, directions=[{"0.weight": 1.0}])

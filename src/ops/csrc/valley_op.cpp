@@ -64,7 +64,8 @@ void collect_tensor(void* data, const at::Tensor* t) {
 std::tuple<std::string, std::vector<at::Tensor>> valley_probe(
     const at::Tensor& module, const at::Tensor& inputs, const at::Tensor& targets,
     const std::optional<at::Tensor>& test_inputs, const std::optional<at::Tensor>& test_targets,
-    at::TensorList between_a, at::TensorList between_b, const std::string& request) {
+    at::TensorList between_a, at::TensorList between_b, at::TensorList directions,
+    const std::string& request) {
   TORCH_CHECK(module.dim() == 1 && module.scalar_type() == at::kByte && module.device().is_cpu(),
               "valley_probe: module must be a 1-D uint8 CPU tensor (the bytes of torch.jit.save), got ",
               module.scalar_type(), " ", module.sizes(), " on ", module.device());
@@ -84,6 +85,7 @@ std::tuple<std::string, std::vector<at::Tensor>> valley_probe(
   }
   for (const auto& t : between_a) add(t);
   for (const auto& t : between_b) add(t);
+  for (const auto& t : directions) add(t);
   char* json = nullptr;
   std::vector<at::Tensor> out;
   char* err = asymvalley_valley_probe_raw(bytes.data_ptr<uint8_t>(), static_cast<size_t>(bytes.numel()),
@@ -101,7 +103,8 @@ TORCH_LIBRARY_FRAGMENT(asymvalley, m) {
   m.def("valley_asymmetry(Tensor offsets, Tensor losses) -> Tensor");
   m.def(
       "valley_probe(Tensor module, Tensor inputs, Tensor targets, Tensor? test_inputs, "
-      "Tensor? test_targets, Tensor[] between_a, Tensor[] between_b, str request) -> (str, Tensor[])");
+      "Tensor? test_targets, Tensor[] between_a, Tensor[] between_b, Tensor[] directions, str request) "
+      "-> (str, Tensor[])");
 }
 
 // valley_probe has no Meta kernel: its result is a string and a list whose length depends on the

@@ -2,12 +2,14 @@
 //! the library's probe ([`avcore::valley::probe::run_probe`], the one `asymvalley probe` runs)
 //! on a TorchScript module handed over as the bytes of a `torch.jit.save`.
 //!
-//! The request is a JSON object `{"config": {…}, "between_names": […], "model": "…"}`:
-//! `config` is a [`ProbeConfig`] (missing fields take the CLI's defaults, unknown ones are
-//! refused); `between_names` names the tensors of the two checkpoints of a line probe, when
-//! given; `model` is how errors and the report name the module. The tensors come in one list:
-//! `inputs, targets`, then `test_inputs, test_targets` when there is held-out data, then the
-//! checkpoints A and B (one tensor per name each).
+//! The request is a JSON object `{"config": {…}, "between_names": […], "direction_names": […],
+//! "model": "…"}`: `config` is a [`ProbeConfig`] (missing fields take the CLI's defaults, unknown
+//! ones are refused); `between_names` names the tensors of the two checkpoints of a line probe,
+//! when given; `direction_names` names given directions as a directions file does
+//! (`d{i}/{parameter}`, checked the same way); `model` is how errors and the report name the
+//! module. The tensors come in one list: `inputs, targets`, then `test_inputs, test_targets`
+//! when there is held-out data, then the checkpoints A and B (one tensor per name each), then
+//! the given directions (one per direction name).
 //!
 //! The reply is `{"result": "profiles" | "surface", "report": …, "parameters": […]}` with the
 //! probed directions as tensors, direction after direction, one tensor per name of
@@ -28,6 +30,7 @@ use tch::{Device, Tensor};
 struct Request {
     config: ProbeConfig,
     between_names: Vec<String>,
+    direction_names: Vec<String>,
     model: Option<String>,
 }
 
@@ -83,7 +86,15 @@ pub fn valley_probe(
         )
     })?;
     let k = request.between_names.len();
-    let want = 2 + if has_test { 2 } else { 0 } + 2 * k;
+    let g = request.direction_names.len();
+    if k > 0 && g > 0 {
+        return Err(Error::invalid(
+            "directions",
+            g,
+            "no given directions with a line (between): the line is the direction",
+        ));
+    }
+    let want = 2 + if has_test { 2 } else { 0 } + 2 * k + g;
     if tensors.len() != want {
         return Err(Error::invalid(
             "tensors",
@@ -132,6 +143,15 @@ pub fn valley_probe(
         let a = state("between[0]")?;
         let b = state("between[1]")?;
         DirectionSource::Line([a, b])
+    } else if g > 0 {
+        let mut v = Vec::with_capacity(g);
+        for n in &request.direction_names {
+            v.push((n.clone(), next()?));
+        }
+        DirectionSource::Tensors {
+            label: "directions".into(),
+            tensors: v,
+        }
     } else {
         DirectionSource::Draw
     };

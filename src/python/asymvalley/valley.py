@@ -288,7 +288,27 @@ def _state(name: str, s) -> dict:
     return {k: v.detach() for k, v in s.items()}
 
 
-def _run(model, inputs, targets, config: dict, test=None, between=None):
+def _given(directions) -> tuple:
+    """Given directions (a dict, or a list of dicts, parameter name -> tensor) as the names and
+    tensors of a directions file (`d{i}/{parameter}`), which the Rust probe checks against the model."""
+    if directions is None:
+        return [], []
+    if isinstance(directions, Mapping):
+        directions = [directions]
+    if not isinstance(directions, (list, tuple)) or not directions:
+        raise _bad("directions", type(directions).__name__,
+                   "a dict (parameter name -> tensor) or a non-empty list of them", TypeError)
+    names, tensors = [], []
+    for i, d in enumerate(directions):
+        if not isinstance(d, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in d.items()):
+            raise _bad(f"directions[{i}]", type(d).__name__, "a dict of parameter name (str) -> tensor", TypeError)
+        for k in sorted(d):
+            names.append(f"d{i}/{k}")
+            tensors.append(d[k].detach())
+    return names, tensors
+
+
+def _run(model, inputs, targets, config: dict, test=None, between=None, directions=None):
     """Validates the data, calls the op, returns (reply JSON, directions by name)."""
     _check_data("inputs", inputs, "targets", targets)
     ti = tt = None
@@ -306,9 +326,13 @@ def _run(model, inputs, targets, config: dict, test=None, between=None):
             raise _bad("between", f"keys {sorted(set(sa) ^ set(sb))} in only one of A, B", "two state dicts with the same keys")
         names = sorted(sa)
         a, b = [sa[n] for n in names], [sb[n] for n in names]
-    request = json.dumps({"config": config, "between_names": names, "model": type(model).__name__})
+    if between is not None and directions is not None:
+        raise _bad("directions", "given", "None with between (the line is the direction)")
+    dnames, dtensors = _given(directions)
+    request = json.dumps({"config": config, "between_names": names, "direction_names": dnames,
+                          "model": type(model).__name__})
     reply, tensors = torch.ops.asymvalley.valley_probe(
-        _module_bytes(model), inputs.detach(), targets.detach(), ti, tt, a, b, request)
+        _module_bytes(model), inputs.detach(), targets.detach(), ti, tt, a, b, dtensors, request)
     out = json.loads(reply)
     params = out["parameters"]
     k = len(params)
@@ -388,6 +412,7 @@ def probe(
     compare_kind: str = "gaussian",
     test: Optional[tuple] = None,
     between: Optional[tuple] = None,
+    directions: Union[Mapping, Sequence[Mapping], None] = None,
     distances: int = 20,
     division: int = 40,
     device: Union[str, torch.device, None] = None,
@@ -407,6 +432,9 @@ def probe(
             for c* is then estimated from train vs held-out profiles.
         between: ``(A, B)`` modules or state dicts of this model: probe the line ``t = 0`` at A,
             ``t = 1`` at B on the grid ``(i − distances)/division``; ``points``/``radius`` do not apply.
+        directions: your own directions instead of drawn ones (``--directions F``): a dict
+            parameter name → tensor, or a list of them (every parameter, its shape and dtype;
+            checked as a directions file is); ``count`` takes the first ``count``.
         device: ``cpu``, ``cuda``, ``cuda:N`` (default: where the model's parameters are).
         The other keywords are the CLI's flags of the same name.
 
@@ -448,7 +476,7 @@ def probe(
                   hessian_iterations=hessian_iterations, hessian_tolerance=float(hessian_tolerance),
                   trace_samples=trace_samples, compare_random=compare_random, compare_kind=compare_kind,
                   distances=distances, division=division)
-    out, dirs = _run(model, inputs, targets, config, test=test, between=between)
+    out, dirs = _run(model, inputs, targets, config, test=test, between=between, directions=directions)
     return _report(out["report"], dirs)
 
 
@@ -508,6 +536,7 @@ def surface(
     hessian_iterations: int = 100,
     hessian_tolerance: float = 1e-4,
     between: Optional[tuple] = None,
+    directions: Optional[Sequence[Mapping]] = None,
     distances: int = 20,
     division: int = 40,
     batch: int = 256,
@@ -517,7 +546,8 @@ def surface(
     ``[−radius, radius]²``, as ``asymvalley probe --surface``: d1, d2 are the directions of seeds
     ``seed``, ``seed + 1`` (or the Hessian's top two for ``direction="hessian"``); with
     ``between=(A, B)``, d1 is the line B − A (A at (0, 0), B at (1, 0), its axis on the line's grid)
-    and d2 a random direction made orthogonal to it and as long.
+    and d2 a random direction made orthogonal to it and as long; ``directions=[d1, d2]`` (dicts
+    parameter name → tensor) gives the plane yourself.
     """
     config = _common(loss, params, subset, bn, bn_exclude, batch, seed, device, model)
     if direction != "hessian":
@@ -531,7 +561,7 @@ def surface(
     config.update(direction=direction, surface=True, grid=grid, radius=float(radius),
                   filter_keep_1d=bool(filter_keep_1d), hessian_iterations=hessian_iterations,
                   hessian_tolerance=float(hessian_tolerance), distances=distances, division=division)
-    out, dirs = _run(model, inputs, targets, config, between=between)
+    out, dirs = _run(model, inputs, targets, config, between=between, directions=directions)
     r = out["report"]
     s = r["surface"]
     acc = s.get("accuracy")

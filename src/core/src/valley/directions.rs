@@ -421,18 +421,32 @@ impl Direction {
         params: &[NamedTensor],
         count: Option<usize>,
     ) -> Result<Vec<Self>> {
-        let bad = |reason: String| Error::Data {
-            path: path.to_path_buf(),
-            reason,
-        };
         if !path.is_file() {
             return Err(Error::io(
                 path,
                 std::io::Error::new(std::io::ErrorKind::NotFound, "directions file not found"),
             ));
         }
-        let all = Tensor::read_safetensors(path)
-            .map_err(|e| bad(format!("not a readable safetensors file: {e}")))?;
+        let all = Tensor::read_safetensors(path).map_err(|e| Error::Data {
+            path: path.to_path_buf(),
+            reason: format!("not a readable safetensors file: {e}"),
+        })?;
+        Self::from_named(path, all, params, count)
+    }
+
+    /// The checks and grouping of [`load_all`](Self::load_all) on tensors already in memory
+    /// (named `d{i}/{parameter}`, from Python); `origin` names them in errors.
+    pub fn from_named(
+        origin: &Path,
+        all: Vec<(String, Tensor)>,
+        params: &[NamedTensor],
+        count: Option<usize>,
+    ) -> Result<Vec<Self>> {
+        let path = origin;
+        let bad = |reason: String| Error::Data {
+            path: path.to_path_buf(),
+            reason,
+        };
         // Group by index; anything that is not `d{i}/{parameter}` is refused, not skipped, so a
         // file made for another model cannot pass for this one.
         let mut by_index: std::collections::BTreeMap<usize, Vec<(String, Tensor)>> =

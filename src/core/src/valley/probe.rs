@@ -88,6 +88,14 @@ pub enum DirectionSource {
     Draw,
     /// An existing directions file (`d{i}/{parameter}`), checked against the model.
     File(PathBuf),
+    /// Directions already in memory, named `d{i}/{parameter}` as in a file and checked the same
+    /// way (`label` names them in errors and reports).
+    Tensors {
+        /// How errors and reports name them.
+        label: String,
+        /// The tensors.
+        tensors: Vec<(String, Tensor)>,
+    },
     /// The line between two checkpoints `[A, B]` of the model (t = 0 at A, t = 1 at B).
     Line([StateSource; 2]),
 }
@@ -151,6 +159,36 @@ pub struct ProbeOutcome {
     pub result: ProbeResult,
     /// The directions, in index order.
     pub directions: Vec<Direction>,
+}
+
+/// Directions the caller gave (a file or tensors), loaded when the probe needs them.
+pub(super) enum Given<'a> {
+    File(&'a Path),
+    Tensors(&'a str, &'a [(String, Tensor)]),
+}
+
+impl Given<'_> {
+    /// How reports name them.
+    pub(super) fn label(&self) -> String {
+        match self {
+            Given::File(p) => p.display().to_string(),
+            Given::Tensors(l, _) => l.to_string(),
+        }
+    }
+
+    fn load(&self, params: &[NamedTensor], count: Option<usize>) -> Result<Vec<Direction>> {
+        match self {
+            Given::File(p) => Direction::load_all(p, params, count),
+            Given::Tensors(l, t) => Direction::from_named(
+                Path::new(l),
+                t.iter()
+                    .map(|(n, x)| (n.clone(), x.shallow_clone()))
+                    .collect(),
+                params,
+                count,
+            ),
+        }
+    }
 }
 
 /// Everything `run_probe` has prepared before profiles or a surface branch off.
@@ -222,13 +260,13 @@ fn warn_train_traced(model: &ScriptModel, data: &ProbeData, event: &mut dyn FnMu
 /// they were loaded.
 pub(super) fn source_directions(
     p: &Prepared,
-    file: Option<&Path>,
+    file: Option<&Given>,
     count: Option<usize>,
     hessian: &mut Option<HessianSummary>,
 ) -> Result<(Vec<Direction>, bool)> {
     let c = p.config;
     match (file, c.direction) {
-        (Some(path), _) => Ok((Direction::load_all(path, &p.params, count)?, true)),
+        (Some(given), _) => Ok((given.load(&p.params, count)?, true)),
         (None, DirectionChoice::Hessian) => {
             let h = c.hessian(count.unwrap_or(1));
             let eigen = top_eigen(p.model, &p.data, c.loss, &p.subset, h)?;
@@ -333,7 +371,8 @@ pub fn run_probe(
     }
     .with_seed(config.seed);
     let file = match &source {
-        DirectionSource::File(p) => Some(p.as_path()),
+        DirectionSource::File(p) => Some(Given::File(p)),
+        DirectionSource::Tensors { label, tensors } => Some(Given::Tensors(label, tensors)),
         _ => None,
     };
     let prepared = Prepared {
@@ -350,16 +389,16 @@ pub fn run_probe(
         model: model.path().display().to_string(),
         data: train.label.clone(),
         test: test.map(|t| t.label.clone()),
-        file: file.map(|p| p.display().to_string()),
+        file: file.as_ref().map(Given::label),
         between,
     };
     if config.surface {
-        return surface::run(&prepared, line, file, &names, event);
+        return surface::run(&prepared, line, file.as_ref(), &names, event);
     }
     profiles(
         &prepared,
         line,
-        file,
+        file.as_ref(),
         &offsets,
         asym_config,
         test_data,
@@ -382,7 +421,7 @@ pub(super) struct Labels {
 fn profiles(
     p: &Prepared,
     line: Option<Direction>,
-    file: Option<&Path>,
+    file: Option<&Given>,
     offsets: &[f64],
     asym_config: super::asymmetry::AsymmetryConfig,
     test: Option<ProbeData>,

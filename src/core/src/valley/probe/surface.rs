@@ -5,7 +5,7 @@
 //! or, for a line `[A, B]`, the line `B − A` as d1 and a random direction as d2, made
 //! orthogonal to the line and as long as it, so the figure's axes are equal and perpendicular
 //! and A sits at (0, 0), B at (1, 0).
-use super::{loss_name, ProbeResult};
+use super::{loss_name, Given, ProbeResult};
 use super::{source_directions, DirectionChoice, Labels, Prepared, ProbeEvent, ProbeOutcome};
 use crate::error::{Error, Result};
 use crate::valley::directions::Direction;
@@ -23,7 +23,7 @@ fn stem(label: &str) -> String {
 pub(super) fn run(
     p: &Prepared,
     line: Option<Direction>,
-    file: Option<&Path>,
+    file: Option<&Given>,
     names: &Labels,
     event: &mut dyn FnMut(ProbeEvent),
 ) -> Result<ProbeOutcome> {
@@ -84,7 +84,7 @@ pub(super) fn run(
             if v.len() != 2 {
                 return Err(Error::invalid(
                     "directions",
-                    file.map_or(String::new(), |p| p.display().to_string()),
+                    file.map_or(String::new(), Given::label),
                     format!(
                         "a file with at least two directions for --surface (it holds {})",
                         v.len()
@@ -92,7 +92,7 @@ pub(super) fn run(
                 ));
             }
             let source = |i: usize, d: &Direction| match (file, loaded, c.direction) {
-                (Some(f), true, _) => format!("direction d{i} of {}", f.display()),
+                (Some(f), true, _) => format!("direction d{i} of {}", f.label()),
                 (_, _, DirectionChoice::Hessian) => format!("Hessian eigenvector {i}"),
                 _ => format!("{} direction, seed {}", d.kind, d.seed),
             };
