@@ -304,3 +304,13 @@ def test_given_directions_are_probed_and_checked():
         valley.probe(net, x, y, directions={k: v for k, v in mine.items() if k != "0.bias"}, points=3)
     with pytest.raises(TypeError, match="`directions\\[0\\]`"):
         valley.probe(net, x, y, directions=[{"0.weight": 1.0}])
+
+
+def test_bytes_that_are_not_a_saved_module_are_refused_by_name():
+    """The op loads the module from its bytes in memory (no temporary file): bytes that are no
+    `torch.jit.save` get an error naming `module`, not a crash and not a path."""
+    x, y = torch.randn(8, 2), torch.zeros(8, dtype=torch.long)
+    with pytest.raises(RuntimeError, match=r"invalid module .*expected a torch\.jit\.save of a module"):
+        torch.ops.asymvalley.valley_probe(
+            torch.tensor([1, 2, 3], dtype=torch.uint8), x, y, None, None, [], [], [], "{}"
+        )

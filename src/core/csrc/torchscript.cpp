@@ -8,6 +8,7 @@
 #include <torch/csrc/jit/api/module.h>
 #include <torch/csrc/jit/serialization/import.h>
 
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,16 @@ extern "C" {
 char* asymvalley_jit_load(const char* path, void** out) {
   return guarded([&] {
     auto module = torch::jit::load(std::string(path));
+    module.eval();
+    *out = new torch::jit::Module(std::move(module));
+  });
+}
+
+// The same from the bytes of a `torch.jit.save` (a Python caller's module, never on disk).
+char* asymvalley_jit_load_bytes(const char* data, size_t len, void** out) {
+  return guarded([&] {
+    std::istringstream in(std::string(data, len));
+    auto module = torch::jit::load(in);
     module.eval();
     *out = new torch::jit::Module(std::move(module));
   });

@@ -20,8 +20,6 @@ use avcore::valley::probe::{
     run_probe, Dataset, DirectionSource, ProbeConfig, ProbeResult, StateSource,
 };
 use avcore::valley::torchscript::ScriptModel;
-use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use tch::{Device, Tensor};
 
 /// What Python sends besides the tensors.
@@ -42,33 +40,15 @@ struct Reply<'a, R: serde::Serialize> {
     parameters: Vec<String>,
 }
 
-/// Loads `bytes` through a temporary file: the library's TorchScript handle loads from a path,
-/// and the file lives only for the load (removed whatever the outcome).
+/// Loads `bytes` (a `torch.jit.save` of the caller's module) in memory, nothing on disk.
 fn load_module(bytes: &[u8], label: &str) -> Result<ScriptModel> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "asymvalley-probe-{}-{}.pt",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .and_then(|mut f| f.write_all(bytes));
-    let loaded = written
-        .map_err(|e| Error::io(&path, e))
-        .and_then(|()| ScriptModel::load(&path));
-    let _ = std::fs::remove_file(&path);
-    Ok(loaded
-        .map_err(|e| {
-            Error::invalid(
-                "module",
-                label,
-                format!("a torch.jit.save of a module ({e})"),
-            )
-        })?
-        .with_label(label))
+    ScriptModel::load_bytes(bytes, label).map_err(|e| {
+        Error::invalid(
+            "module",
+            label,
+            format!("a torch.jit.save of a module ({e})"),
+        )
+    })
 }
 
 /// Runs the probe; returns the reply's JSON and the directions' tensors.

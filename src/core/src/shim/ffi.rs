@@ -33,6 +33,11 @@ extern "C" {
 // TorchScript module handle (csrc/torchscript.cpp)
 extern "C" {
     pub fn asymvalley_jit_load(path: *const c_char, out: *mut *mut c_void) -> *mut c_char;
+    pub fn asymvalley_jit_load_bytes(
+        data: *const c_char,
+        len: usize,
+        out: *mut *mut c_void,
+    ) -> *mut c_char;
     pub fn asymvalley_jit_free(module: *mut c_void);
     pub fn asymvalley_jit_named(
         module: *mut c_void,

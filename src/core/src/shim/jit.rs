@@ -51,6 +51,18 @@ impl JitModule {
         Ok(JitModule { ptr })
     }
 
+    /// Loads the bytes of a `torch.jit.save` (e.g. a Python caller's `io.BytesIO`) and puts the
+    /// module in eval mode; nothing touches the disk.
+    pub fn load_bytes(bytes: &[u8]) -> Result<Self> {
+        let mut ptr = std::ptr::null_mut();
+        // SAFETY: `bytes` is valid for `bytes.len()` bytes for the call (C++ copies them before
+        // it returns); `ptr` receives a new module on success and is left NULL on failure.
+        status("torch::jit::load", unsafe {
+            ffi::asymvalley_jit_load_bytes(bytes.as_ptr().cast(), bytes.len(), &mut ptr)
+        })?;
+        Ok(JitModule { ptr })
+    }
+
     /// The parameters (`buffers` false) or buffers (true) with their dotted names, in the
     /// module's order, as aliases of the module's tensors.
     pub fn named(&self, buffers: bool) -> Result<Vec<(String, Tensor)>> {

@@ -63,6 +63,21 @@ impl ScriptModel {
         })
     }
 
+    /// Loads a module from the bytes of a `torch.jit.save`, in eval mode; `label` stands for
+    /// the path in reports and errors (e.g. `<nn.Module Sequential>`).
+    pub fn load_bytes(bytes: &[u8], label: &str) -> Result<Self> {
+        let module = JitModule::load_bytes(bytes).map_err(|e| Error::Data {
+            path: PathBuf::from(label),
+            reason: format!("not a loadable TorchScript model: {e}"),
+        })?;
+        Ok(ScriptModel {
+            module,
+            path: PathBuf::from(label),
+            momenta: RefCell::new(None),
+            excluded: Vec::new(),
+        })
+    }
+
     /// Moves the model to `device` (`--device`): the CPU always, CUDA when libtorch sees a GPU.
     pub fn to_device(&self, device: tch::Device) -> Result<()> {
         if let tch::Device::Cuda(i) = device {
