@@ -9,8 +9,8 @@
 # Environment: DEVICE (cuda|cpu, default cuda), PYTHON (default /opt/torch/.venv/bin/python3 if
 # present, else .venv/bin/python, else python3), OUT (default target/gpu-results), MODELS
 # (default resnet50,vit_b_16), STEP_TIMEOUT (seconds for every step, overriding the defaults:
-# on cuda 210 s for check_cuda, 110 s for bench_average, 140 s for gpu_averager, 460 s in all, so
-# the run ends inside 8 minutes; 300 s each on cpu).
+# on cuda 200 s for check_cuda, 110 s for bench_average, 140 s for gpu_averager, 450 s in all, and
+# 475 s with the 5 s kill grace and env.json, so the run ends inside 8 minutes; 300 s each on cpu).
 # The dry run passes --dry-run-cpu to every step (every code path the GPU run takes except the
 # CUDA-only calls, with the fewest repeats) and sets OMP_NUM_THREADS=1 unless it is set: on a
 # shared 2-core machine idle OpenMP threads spin-wait, and the dry run checks code, not speed.
@@ -33,7 +33,7 @@ if [[ $DEVICE == cpu ]]; then
   MODE=(--dry-run-cpu)
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 else
-  T_CHECK=210 T_BENCH=110 T_RUST=140
+  T_CHECK=200 T_BENCH=110 T_RUST=140
   MODE=(--device cuda)
 fi
 if [[ -n ${STEP_TIMEOUT:-} ]]; then T_CHECK=$STEP_TIMEOUT T_BENCH=$STEP_TIMEOUT T_RUST=$STEP_TIMEOUT; fi
@@ -144,7 +144,7 @@ step() {  # step NAME SECONDS CMD...: runs with a timeout, records failure, neve
   local name=$1 limit=$2; shift 2
   echo; echo "=================== $name (at most $limit s) ==================="
   local t0=$SECONDS
-  timeout -k 10 "$limit" "$@"
+  timeout -k 5 "$limit" "$@"
   local rc=$?
   local took=$((SECONDS - t0))
   echo "== $name: exit $rc after $took s"
