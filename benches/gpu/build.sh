@@ -3,7 +3,10 @@
 # target/gpu/ (gitignored; ship it with the device tool's `carry: ["target/gpu"]`):
 #   target/gpu/gpu_averager      the Rust bench binary, linked --no-as-needed with libtorch_cuda
 #   target/gpu/libasymvalley.so  the op library (torch.ops.asymvalley.*)
+#   target/gpu/py/ema_pytorch    the dev venv's ema-pytorch (pure Python; the GPU machine's image
+#                                lacks it, run.sh adds it to the path only where it is missing)
 #   target/gpu/build-info.txt    commit, dirty-file count, date, rustc, torch the build used
+# On the shared 2-core dev machine: CARGO_BUILD_JOBS=1 benches/gpu/build.sh
 # Always --release (the bench profile also uses target/release).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,6 +36,20 @@ fi
 cp -f "$bin" target/gpu/gpu_averager
 cp -f target/release/libasymvalley.so target/gpu/libasymvalley.so
 
+VPY=.venv/bin/python
+[[ -x $VPY ]] || VPY=python3
+rm -rf target/gpu/py
+ema_dir=$("$VPY" -c 'import ema_pytorch, os; print(os.path.dirname(ema_pytorch.__file__))' 2>/dev/null || true)
+if [[ -n $ema_dir ]]; then
+  mkdir -p target/gpu/py
+  cp -r "$ema_dir" target/gpu/py/ema_pytorch
+  rm -rf target/gpu/py/ema_pytorch/__pycache__
+  ema_version=$("$VPY" -c 'import importlib.metadata as m; print(m.version("ema-pytorch"))' 2>/dev/null || echo unknown)
+else
+  echo "build.sh: ema_pytorch is not importable from $VPY: bench_average's ema_pytorch rows will be skipped on the GPU machine" >&2
+  ema_version=none
+fi
+
 if command -v readelf >/dev/null; then
   if ! readelf -d target/gpu/gpu_averager | grep -q 'libtorch_cuda'; then
     echo "build.sh: target/gpu/gpu_averager does not need libtorch_cuda: tch would see no CUDA (src/cli/build.rs forces the link with --no-as-needed)" >&2
@@ -47,6 +64,7 @@ fi
   echo "rustc: $(rustc --version)"
   echo "torch: $(readlink -f libtorch 2>/dev/null || echo unknown)"
   echo "bench_binary_from: $bin"
+  echo "ema_pytorch_shipped: $ema_version"
 } > target/gpu/build-info.txt
-ls -la target/gpu
+ls -la target/gpu target/gpu/py
 cat target/gpu/build-info.txt

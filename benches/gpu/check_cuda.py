@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
-"""Correctness and cost of asymvalley's averaging on a device (issue 6; see benches/gpu/README.md).
+"""Correctness and cost of asymvalley's averaging on a device (issues 6, 15; see benches/gpu/README.md).
 
     python benches/gpu/check_cuda.py --device cuda --json out.json     # on the GPU machine
-    python benches/gpu/check_cuda.py --device cpu  --json out.json     # the same steps on a CPU
+    python benches/gpu/check_cuda.py --dry-run-cpu --json out.json     # the same steps on a CPU
+    python benches/gpu/check_cuda.py --dry-run-cpu --models tiny --check-shapes tiny   # seconds
 
 1. **Ops** ``torch.ops.asymvalley.{swa,ema}_update_`` against ``torch.optim.swa_utils``'s
-   ``get_swa_multi_avg_fn`` / ``get_ema_multi_avg_fn`` on the ResNet-50 parameter shapes, five
-   updates, with the counter on the host and on the device; fp32 params, and bf16 params into fp32
-   averages (the reference then averages the bf16 values widened to fp32).
-   ``bias_toward_flat_`` against ``avg + beta*(avg - anchor)``.
+   ``get_swa_multi_avg_fn`` / ``get_ema_multi_avg_fn`` on the ResNet-50 parameter shapes
+   (``--check-shapes``), five updates, with the counter on the host and on the device; fp32
+   params, and bf16 params into fp32 averages (the reference then averages the bf16 values
+   widened to fp32). ``bias_toward_flat_`` against ``avg + beta*(avg - anchor)``.
 2. **AveragedModel** ``asymvalley.AveragedModel`` against ``swa_utils.AveragedModel`` on a small
    conv/BN/linear net: SWA and EMA(0.9), ``use_buffers`` off and on, fp32 model, and bf16 model
    (reference: PyTorch's class on an fp32 copy holding the same bf16 values; ours keeps fp32
@@ -16,17 +17,23 @@
    ``n_averaged`` with PyTorch, integer buffers with the model (ours copies them; see
    ``asymvalley.averaged_model``).
    Tolerance everywhere: ``|ours - ref| <= 1e-6 + 1e-5*|ref|`` (integer tensors exactly).
-3. **No host sync** (CUDA only): ``update_parameters`` and the ops under
+3. **No host sync** (CUDA only): ``update_parameters`` and the ops (fp32 and bf16 params) under
    ``torch.cuda.set_sync_debug_mode("error")``; PyTorch's own ``AveragedModel`` is run the same way
-   to show the detector fires.
+   to show the detector fires. On the CPU the same calls run without the detector (``skipped``).
+3b. **CUDA graph**: the ops captured after two eager warm-up updates on a side stream, replayed,
+   equal to the same updates run eagerly (on the CPU: eager twice).
 4. **Cost** on the real torchvision ResNet-50 and ViT-B/16 (fp32 params): torch ``AveragedModel``
-   SWA/EMA, ``asymvalley.AveragedModel`` SWA/EMA, the op, raw ``torch._foreach_lerp_``, and the
-   floor (a device copy of 12 bytes per parameter), with CUDA events (CPU: perf_counter), warm-up,
-   medians; and one bf16-autocast SGD+momentum training step (ResNet-50 batch 128, ViT-B/16 batch
-   64, 224x224), giving each EMA's cost as a fraction of a step, measured alone and as the extra
-   time of step+EMA in a loop. Without torchvision the updates are timed on a stand-in module
-   holding the same parameter shapes (fixtures/param_shapes.json) and the training step is skipped.
+   SWA/EMA, ``asymvalley.AveragedModel`` SWA/EMA, the op (also with bf16 params against a
+   10 B/param floor), raw ``torch._foreach_lerp_``, and the floor (a device copy of 12 bytes per
+   parameter), with CUDA events (CPU: perf_counter), warm-up, medians; the profiler's device
+   events per call; and one bf16-autocast SGD+momentum training step (ResNet-50 batch 128, ViT-B/16
+   batch 64, 224x224; batch 2 on the CPU), giving each EMA's cost as a fraction of a step, measured
+   alone and as the extra time of step+EMA in a loop. Without torchvision the updates are timed on
+   a stand-in module holding the same parameter shapes (fixtures/param_shapes.json) and the
+   training step is skipped. ``tiny`` is the small net of section 2 (for the CI test).
 
+``--dry-run-cpu``: every step's CPU form with the fewest repeats: checks the script, not a GPU.
+The JSON is rewritten after each section (and each model), ``"complete": false`` until the end.
 Exit status 1 when a correctness or sync check fails (timings never fail the run).
 """
 from __future__ import annotations
@@ -94,12 +101,15 @@ def worst(pairs) -> tuple[float, float]:
 # 1. ops
 # ------------------------------------------------------------------------------------------------
 def shapes_of(model: str) -> list[list[int]]:
+    """A model's parameter shapes: the fixture's (torchvision's, recorded), or small_net's."""
+    if model == "tiny":
+        return [list(p.shape) for p in small_net().parameters()]
     return json.loads((ROOT / "fixtures" / "param_shapes.json").read_text())[model]
 
 
-def check_ops(device: torch.device) -> list[dict]:
+def check_ops(device: torch.device, shapes_from: str = "resnet50") -> list[dict]:
     out = []
-    shapes = shapes_of("resnet50")
+    shapes = shapes_of(shapes_from)
     g = torch.Generator().manual_seed(0)
     steps = [[torch.randn(s, generator=g) for s in shapes] for _ in range(5)]
     for pdtype in (torch.float32, torch.bfloat16):
@@ -279,7 +289,7 @@ def check_averaged_model(device: torch.device) -> list[dict]:
 # ------------------------------------------------------------------------------------------------
 # 3. no host sync
 # ------------------------------------------------------------------------------------------------
-def check_sync(device: torch.device) -> list[dict]:
+def check_sync(device: torch.device, shapes_from: str = "resnet50") -> list[dict]:
     out = []
     cuda = device.type == "cuda"
     if not cuda:
@@ -337,7 +347,7 @@ def check_sync(device: torch.device) -> list[dict]:
 
                 run(f"asymvalley.AveragedModel {rule} model={str(mdtype)[6:]} use_buffers={use_buffers}", three)
     for pdtype in (torch.float32, torch.bfloat16):
-        params = [torch.randn(s, device=device).to(pdtype) for s in shapes_of("resnet50")]
+        params = [torch.randn(s, device=device).to(pdtype) for s in shapes_of(shapes_from)]
         avg = [torch.zeros(p.shape, device=device) for p in params]  # fp32 averages
         for where in ("cpu", "device"):
             n = torch.zeros((), dtype=torch.long, device="cpu" if where == "cpu" else device)
@@ -363,7 +373,7 @@ def check_sync(device: torch.device) -> list[dict]:
 # ------------------------------------------------------------------------------------------------
 # 3b. CUDA graph
 # ------------------------------------------------------------------------------------------------
-def check_graph(device: torch.device) -> list[dict]:
+def check_graph(device: torch.device, shapes_from: str = "resnet50") -> list[dict]:
     """The update captured in a CUDA graph and replayed equals the same updates run eagerly.
 
     Captured: ``ema_update_`` and ``swa_update_`` with the counter on the device (a host counter
@@ -373,7 +383,7 @@ def check_graph(device: torch.device) -> list[dict]:
     replayed averages would differ from the eager ones. On the CPU (dry run) the same sequence
     runs eagerly twice and must agree, which checks only this script."""
     out = []
-    shapes = shapes_of("resnet50")
+    shapes = shapes_of(shapes_from)
     g = torch.Generator().manual_seed(3)
     steps = [[torch.randn(s, generator=g) for s in shapes] for _ in range(5)]
     for pdtype in (torch.float32, torch.bfloat16):
@@ -687,6 +697,8 @@ def main() -> int:
     )
     ap.add_argument("--json", type=pathlib.Path, default=None)
     ap.add_argument("--models", default="resnet50,vit_b_16", help=f"comma-separated, of: {', '.join(TRAIN)}")
+    ap.add_argument("--check-shapes", default="resnet50", choices=list(TRAIN),
+                    help="the parameter shapes of the op, sync and graph checks (default resnet50)")
     ap.add_argument("--no-timing", action="store_true", help="correctness only")
     ap.add_argument("--no-train", action="store_true", help="skip the training-step fraction")
     args = ap.parse_args()
@@ -719,6 +731,7 @@ def main() -> int:
         "library": asymvalley.load_library(),
         "tolerance": TOL,
         "models": models,
+        "check_shapes": args.check_shapes,
         # False until the last section is written: a step killed by its time limit leaves the
         # sections it finished, and says so.
         "complete": False,
@@ -740,12 +753,12 @@ def main() -> int:
         write()
 
     log(f"device {args.device}{' (' + gpu + ')' if gpu else ''}; library {report['library']}")
-    section("ops", "1. ops vs torch.optim.swa_utils", lambda: check_ops(device))
+    section("ops", "1. ops vs torch.optim.swa_utils", lambda: check_ops(device, args.check_shapes))
     section("averaged_model", "2. asymvalley.AveragedModel vs torch.optim.swa_utils.AveragedModel",
             lambda: check_averaged_model(device))
     section("sync_debug", "3. update_parameters under torch.cuda.set_sync_debug_mode('error')",
-            lambda: check_sync(device))
-    section("cuda_graph", "3b. CUDA graph capture + replay vs eager", lambda: check_graph(device))
+            lambda: check_sync(device, args.check_shapes))
+    section("cuda_graph", "3b. CUDA graph capture + replay vs eager", lambda: check_graph(device, args.check_shapes))
     ok = all(r["ok"] for k in ("ops", "averaged_model", "sync_debug", "cuda_graph") for r in report[k])
     report["all_checks_ok"] = ok
     write()

@@ -550,11 +550,11 @@ fn main() {
                         );
                     }
                     report.checks.push(r);
+                    report.all_checks_ok = report.checks.iter().all(Entry::ok);
+                    report.write(json);
                 }
             }
         }
-        report.all_checks_ok = report.checks.iter().all(Entry::ok);
-        report.write(json);
     }
 
     println!(
