@@ -1,4 +1,5 @@
-"""Every public name of asymvalley (``asymvalley.__all__`` and ``asymvalley.lightning.__all__``) has a
+"""Every public name of asymvalley (``asymvalley.__all__``, ``asymvalley.lightning.__all__`` and
+``asymvalley.valley.__all__``) has a
 PyTorch-style docstring and type hints, and every ``Example:`` block in them runs.
 
 Checked for each name, and for each public method a class defines itself:
@@ -22,7 +23,11 @@ lightning = pytest.importorskip("asymvalley.lightning")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-NAMES = [(asymvalley, n) for n in asymvalley.__all__] + [(lightning, n) for n in lightning.__all__]
+NAMES = (
+    [(asymvalley, n) for n in asymvalley.__all__]
+    + [(lightning, n) for n in lightning.__all__]
+    + [(asymvalley.valley, n) for n in asymvalley.valley.__all__]
+)
 
 
 def _own_methods(cls):
