@@ -7,6 +7,7 @@ use crate::common::{randomize, var_store};
 use crate::valley_support::python;
 use asymvalley::average::{Averager, AveragerConfig};
 use std::collections::HashMap;
+use std::path::Path;
 use std::process::Command;
 use tch::{Kind, Tensor};
 
@@ -22,6 +23,25 @@ anchor = load_file(f"{folder}/anchor.safetensors")
 biased = asymvalley.bias_toward_flat(average, anchor, beta)
 save_file({k: v.contiguous() for k, v in biased.items()}, f"{folder}/python.safetensors")
 "#;
+
+/// Runs the Python `source` (written to `dir`) with `args`, in `dir`; asserts success and returns
+/// its standard output.
+fn run_script(dir: &Path, source: &str, args: &[String]) -> String {
+    let script = dir.join("script.py");
+    std::fs::write(&script, source).unwrap();
+    let out = Command::new(python())
+        .arg(&script)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
 
 /// Largest |a − b| / (1 + |reference|) over the elements.
 fn relative_gap(a: &Tensor, b: &Tensor, reference: &Tensor) -> f64 {
@@ -59,19 +79,10 @@ fn check(kind: Kind, beta: f64, tolerance: f64) {
         .map(|(n, t)| (n, t.detach().copy()))
         .collect();
 
-    let script = dir.path().join("bias.py");
-    std::fs::write(&script, SCRIPT).unwrap();
-    let out = Command::new(python())
-        .arg(&script)
-        .arg(dir.path())
-        .arg(beta.to_string())
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_script(
+        dir.path(),
+        SCRIPT,
+        &[dir.path().display().to_string(), beta.to_string()],
     );
     let python: HashMap<String, Tensor> =
         Tensor::read_safetensors(dir.path().join("python.safetensors"))
@@ -163,19 +174,8 @@ fn rust_and_python_accept_and_refuse_the_same_beta() {
         })
         .collect();
     let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("refusal.py");
-    std::fs::write(&script, REFUSAL_SCRIPT).unwrap();
-    let out = Command::new(python())
-        .arg(&script)
-        .args(betas.iter().map(|b| format!("{b:e}")))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let args: Vec<String> = betas.iter().map(|b| format!("{b:e}")).collect();
+    let stdout = run_script(dir.path(), REFUSAL_SCRIPT, &args);
     let python: Vec<&str> = stdout.split_whitespace().collect();
     let rule: Vec<&str> = betas
         .iter()
