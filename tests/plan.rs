@@ -782,6 +782,216 @@ mod averager_plan {
     }
 }
 
+/// The op library's plan cache ([`PlanCache`]) and the device-scalar entry
+/// ([`FusedPlan::apply_with_device_scalar`]), on CPU tensors: the cache is device-agnostic (a
+/// fingerprint of pointers, sizes, dtypes, devices), and on the CPU the scalar tensor is read on
+/// the host, so both are exercised here; the CUDA launch reading it is the GPU run's.
+mod plan_cache {
+    use asymvalley::plan::fused::{check_device_scalar, FusedPlan};
+    use asymvalley::plan::{FusedOp, PlanCache};
+    use asymvalley::Error;
+    use tch::{Device, Kind, Tensor};
+
+    fn pairs(sizes: &[i64]) -> (Vec<Tensor>, Vec<Tensor>) {
+        let opts = (Kind::Float, Device::Cpu);
+        let avg = sizes.iter().map(|&n| Tensor::randn([n], opts)).collect();
+        let model = sizes.iter().map(|&n| Tensor::randn([n], opts)).collect();
+        (avg, model)
+    }
+
+    fn copies(ts: &[Tensor]) -> Vec<Tensor> {
+        ts.iter().map(Tensor::copy).collect()
+    }
+
+    /// torch's own lerp of every pair: the oracle.
+    fn lerped(avg: &[Tensor], model: &[Tensor], w: f64) -> Vec<Tensor> {
+        avg.iter().zip(model).map(|(a, m)| a.lerp(m, w)).collect()
+    }
+
+    fn assert_equal(got: &[Tensor], want: &[Tensor], what: &str) {
+        for (t, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(g.equal(w), "{what}: tensor {t} differs from torch.lerp");
+        }
+    }
+
+    #[test]
+    fn same_fingerprint_builds_once_changed_storage_rebuilds() {
+        let mut cache = PlanCache::default();
+        let (avg, mut model) = pairs(&[100, 1, 4097]);
+        for step in 0..3 {
+            let want = lerped(&avg, &model, 0.25);
+            cache
+                .apply(FusedOp::Lerp(0.25), &avg, &model, None)
+                .expect("valid call")
+                .expect("eligible");
+            assert_equal(&avg, &want, &format!("step {step}"));
+        }
+        assert_eq!(cache.builds(), 1, "the same pairs reuse their plan");
+        assert_eq!(cache.len(), 1);
+        // New storage for one parameter (same size and dtype): a new plan, never the stale one.
+        model[1] = Tensor::randn([1], (Kind::Float, Device::Cpu));
+        let want = lerped(&avg, &model, 0.5);
+        cache
+            .apply(FusedOp::Lerp(0.5), &avg, &model, None)
+            .expect("valid call")
+            .expect("eligible");
+        assert_equal(&avg, &want, "after the storage change");
+        assert_eq!(cache.builds(), 2, "changed storage: one rebuild");
+    }
+
+    #[test]
+    fn two_averages_keep_their_plans_and_the_oldest_is_evicted() {
+        let mut cache = PlanCache::new(2);
+        let (a, m) = pairs(&[10, 20]);
+        let (b, n) = pairs(&[30]);
+        for _ in 0..3 {
+            for (avg, model) in [(&a, &m), (&b, &n)] {
+                cache
+                    .apply(FusedOp::CopyIn, avg, model, None)
+                    .expect("valid")
+                    .expect("eligible");
+                assert_equal(avg, model, "copy-in");
+            }
+        }
+        assert_eq!(cache.builds(), 2, "alternating averages: one plan each");
+        let (c, o) = pairs(&[5]);
+        cache
+            .apply(FusedOp::CopyIn, &c, &o, None)
+            .expect("valid")
+            .expect("eligible");
+        assert_eq!((cache.builds(), cache.len()), (3, 2), "capacity 2");
+        // `a` was the least recently used: it was dropped, so using it again builds.
+        cache
+            .apply(FusedOp::CopyIn, &a, &m, None)
+            .expect("valid")
+            .expect("eligible");
+        assert_eq!(cache.builds(), 4);
+    }
+
+    #[test]
+    fn refused_and_ineligible_calls_add_no_plan_and_write_nothing() {
+        let mut cache = PlanCache::default();
+        let (avg, model) = pairs(&[10, 20]);
+        let before = copies(&avg);
+        let r = cache.apply(FusedOp::Lerp(1.5), &avg, &model, None);
+        assert!(
+            matches!(
+                r,
+                Err(Error::InvalidConfig {
+                    field: "weight",
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        let strided = vec![
+            model[0].shallow_clone(),
+            Tensor::randn([20, 2], (Kind::Float, Device::Cpu)).select(1, 0),
+        ];
+        let r = cache
+            .apply(FusedOp::Lerp(0.5), &avg, &strided, None)
+            .expect("valid");
+        assert!(r.is_err(), "a non-contiguous model tensor is not eligible");
+        assert_equal(&avg, &before, "refused calls");
+        assert_eq!((cache.builds(), cache.len()), (0, 0));
+    }
+
+    #[test]
+    fn a_host_scalar_tensor_gives_the_host_scalars_values() {
+        let mut plan = FusedPlan::new();
+        let (avg, model) = pairs(&[3, 4096, 4099]);
+        for w in [0.0, 0.3, 0.5, 0.9, 1.0] {
+            let want = lerped(&avg, &model, w);
+            let weight = Tensor::from(w);
+            assert_eq!(weight.kind(), Kind::Double);
+            plan.apply_with_device_scalar(FusedOp::Lerp(f64::NAN), &avg, &model, &weight)
+                .expect("valid")
+                .expect("eligible");
+            assert_equal(&avg, &want, &format!("weight {w}"));
+        }
+        // The bias: model <- avg + beta (avg - model), the closed form in fp64 (within fp32 rounding).
+        let beta = 0.75;
+        let want: Vec<Tensor> = avg
+            .iter()
+            .zip(&model)
+            .map(|(a, m)| {
+                let (a, m) = (a.to_kind(Kind::Double), m.to_kind(Kind::Double));
+                &a + (&a - m) * beta
+            })
+            .collect();
+        plan.apply_with_device_scalar(FusedOp::Bias(f64::NAN), &avg, &model, &Tensor::from(beta))
+            .expect("valid")
+            .expect("eligible");
+        for (g, w) in model.iter().zip(&want) {
+            let err = (g.to_kind(Kind::Double) - w).abs().max().double_value(&[]);
+            assert!(err <= 1e-5, "bias: max error {err}");
+        }
+        assert_eq!(plan.builds(), 1, "the device-scalar entry shares the plan");
+    }
+
+    #[test]
+    fn bad_scalar_tensors_are_refused_by_name_and_change_nothing() {
+        let mut plan = FusedPlan::new();
+        let (avg, model) = pairs(&[10, 20]);
+        let before = copies(&avg);
+        let cases: Vec<(FusedOp, Tensor, &str, &str)> = vec![
+            (FusedOp::Lerp(0.0), Tensor::from(0.5f32), "weight", "Float"),
+            (
+                FusedOp::Lerp(0.0),
+                Tensor::from_slice(&[0.5f64]),
+                "weight",
+                "1 dimensions",
+            ),
+            (FusedOp::Bias(0.0), Tensor::from(0.5f32), "beta", "Float"),
+            (FusedOp::Lerp(0.0), Tensor::from(1.5f64), "weight", "1.5"),
+            (FusedOp::Bias(0.0), Tensor::from(-1.0f64), "beta", "-1"),
+            (FusedOp::CopyIn, Tensor::from(0.5f64), "op", "copy-in"),
+        ];
+        for (op, scalar, field, says) in cases {
+            let r = plan.apply_with_device_scalar(op, &avg, &model, &scalar);
+            match r {
+                Err(e @ Error::InvalidConfig { .. }) => {
+                    let text = e.to_string();
+                    assert!(
+                        matches!(e, Error::InvalidConfig { field: f, .. } if f == field),
+                        "{op:?}: {text}"
+                    );
+                    assert!(text.contains(says), "{op:?}: {text} does not say {says}");
+                }
+                other => panic!("{op:?} with {scalar:?}: {other:?}"),
+            }
+        }
+        assert_equal(&avg, &before, "refused calls");
+        assert_eq!(plan.builds(), 0, "refusals build nothing");
+    }
+
+    #[test]
+    fn a_scalar_on_another_device_is_refused_by_its_metadata() {
+        // No GPU here: the check is on metadata only, so CUDA devices are named without one.
+        let on = |d: Device| {
+            check_device_scalar(
+                FusedOp::Lerp(0.0),
+                Some(Kind::Double),
+                0,
+                d,
+                Some(Device::Cuda(0)),
+            )
+        };
+        assert!(on(Device::Cuda(0)).is_ok());
+        for d in [Device::Cpu, Device::Cuda(1)] {
+            let e = on(d).expect_err("another device");
+            let text = e.to_string();
+            assert!(
+                text.contains("weight") && text.contains("Cuda(0)"),
+                "{text}"
+            );
+        }
+        let e = check_device_scalar(FusedOp::Lerp(0.0), None, 0, Device::Cpu, None)
+            .expect_err("undefined");
+        assert!(e.to_string().contains("undefined"), "{e}");
+    }
+}
+
 /// The CUDA launcher's host side, on a machine without a GPU: the exact source and options it
 /// compiles with build through NVRTC (from the torch wheel) for sm_80 and sm_90 with an empty log,
 /// and without a driver it says so and leaves the CPU path working.

@@ -73,6 +73,37 @@ TRAIN = {
 }
 
 
+class fused_cuda:
+    """The op library's fused CUDA path switched on (`True`) or off for a block, restored after
+    (`torch.ops.asymvalley._set_fused_cuda`: ASYMVALLEY_OP_FUSED_CUDA, off by default)."""
+
+    def __init__(self, on: bool):
+        self.on = on
+
+    def __enter__(self):
+        self.before = torch.ops.asymvalley._fused_cuda()
+        torch.ops.asymvalley._set_fused_cuda(self.on)
+        return self
+
+    def __exit__(self, *exc):
+        torch.ops.asymvalley._set_fused_cuda(self.before)
+        return False
+
+
+def with_fused_cuda(device: torch.device, fn):
+    """`fn()` (a list of check records) with the fused CUDA path on; on CUDA one more record says
+    whether the kernel was launched (a silent fallback to `_foreach` would prove nothing)."""
+    launches = torch.ops.asymvalley._fused_cuda_launches()
+    with fused_cuda(True):
+        out = fn()
+    n = torch.ops.asymvalley._fused_cuda_launches() - launches
+    taken = n > 0 if device.type == "cuda" else n == 0
+    out.append({"name": "fused CUDA kernel launched (switch on)", "ok": taken, "launches": n,
+                "plan_builds": torch.ops.asymvalley._fused_cuda_builds()})
+    log(f"  fused CUDA launches with the switch on: {n} ({'ok' if taken else 'FAILED'})")
+    return out
+
+
 def log(*a):
     print(*a, flush=True)
 
@@ -564,6 +595,11 @@ def cost_one(name: str, device: torch.device, tv, timer: Timer, train: bool) -> 
     ms["op_swa_update_"] = timer(lambda: torch.ops.asymvalley.swa_update_(avgs, plist, n_host))
     half = [p.to(torch.bfloat16) for p in plist]  # a bf16 model's weights, fp32 averages
     ms["op_ema_update_bf16_params"] = timer(lambda: torch.ops.asymvalley.ema_update_(avgs, half, n_host, 0.999))
+    with fused_cuda(True):  # the same calls through the fused CUDA kernel (ASYMVALLEY_OP_FUSED_CUDA=1)
+        ms["op_ema_update__fused_cuda"] = timer(lambda: torch.ops.asymvalley.ema_update_(avgs, plist, n_host, 0.999))
+        ms["op_swa_update__fused_cuda"] = timer(lambda: torch.ops.asymvalley.swa_update_(avgs, plist, n_host))
+        ms["op_ema_update_bf16_params_fused_cuda"] = timer(
+            lambda: torch.ops.asymvalley.ema_update_(avgs, half, n_host, 0.999))
     del avgs, half
     ams = {}
     for label, cls in (("torch_AveragedModel", swa_utils.AveragedModel), ("ours_AveragedModel", asymvalley.AveragedModel)):
@@ -759,7 +795,15 @@ def main() -> int:
     section("sync_debug", "3. update_parameters under torch.cuda.set_sync_debug_mode('error')",
             lambda: check_sync(device, args.check_shapes))
     section("cuda_graph", "3b. CUDA graph capture + replay vs eager", lambda: check_graph(device, args.check_shapes))
-    ok = all(r["ok"] for k in ("ops", "averaged_model", "sync_debug", "cuda_graph") for r in report[k])
+    # The same checks with the fused CUDA path on (off by default; the GPU run decides the default).
+    section("ops_fused_cuda", "1f. ops, fused CUDA path on", lambda: with_fused_cuda(device, lambda: check_ops(device, args.check_shapes)))
+    section("sync_debug_fused_cuda", "3f. sync debug, fused CUDA path on",
+            lambda: with_fused_cuda(device, lambda: check_sync(device, args.check_shapes)))
+    section("cuda_graph_fused_cuda", "3bf. CUDA graph, fused CUDA path on",
+            lambda: with_fused_cuda(device, lambda: check_graph(device, args.check_shapes)))
+    keys = ("ops", "averaged_model", "sync_debug", "cuda_graph", "ops_fused_cuda", "sync_debug_fused_cuda",
+            "cuda_graph_fused_cuda")
+    ok = all(r["ok"] for k in keys for r in report[k])
     report["all_checks_ok"] = ok
     write()
     if not args.no_timing:

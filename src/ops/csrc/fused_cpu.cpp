@@ -87,44 +87,6 @@ Span span_of(const at::Tensor& t) {
   return Span{s, s + static_cast<uintptr_t>(t.numel()) * t.element_size()};
 }
 
-// Whether every out[i] either shares no byte with any avg or anchor tensor, or is anchor[i]
-// itself (same address, dtype and size: the pass reads each element before writing it). The
-// read spans are sorted once; for each out, the spans starting before its end are a prefix, and a
-// running maximum of their ends stops the backward walk at the first one that cannot reach it,
-// so a call without aliasing costs O(n log n).
-bool bias_aliasing_ok(at::TensorList out, at::TensorList avg, at::TensorList anchor) {
-  struct Read {
-    Span s;
-    int64_t anchor_of;  // the index i when this is anchor[i], else -1
-  };
-  thread_local std::vector<Read> reads;
-  thread_local std::vector<uintptr_t> reach;
-  reads.clear();
-  reach.clear();
-  for (size_t i = 0; i < avg.size(); ++i) {
-    if (avg[i].numel() > 0) reads.push_back(Read{span_of(avg[i]), -1});
-    if (anchor[i].numel() > 0) reads.push_back(Read{span_of(anchor[i]), static_cast<int64_t>(i)});
-  }
-  std::sort(reads.begin(), reads.end(), [](const Read& x, const Read& y) { return x.s.start < y.s.start; });
-  uintptr_t far = 0;
-  for (const auto& r : reads) reach.push_back(far = std::max(far, r.s.end));
-  for (size_t i = 0; i < out.size(); ++i) {
-    if (out[i].numel() == 0) continue;
-    const Span o = span_of(out[i]);
-    auto k = std::lower_bound(reads.begin(), reads.end(), o.end,
-                              [](const Read& r, uintptr_t e) { return r.s.start < e; }) -
-             reads.begin();
-    for (auto j = k - 1; j >= 0 && reach[j] > o.start; --j) {
-      const Read& r = reads[j];
-      if (r.s.end <= o.start) continue;
-      const bool own_anchor = r.anchor_of == static_cast<int64_t>(i) && r.s.start == o.start && r.s.end == o.end &&
-                              anchor[i].scalar_type() == out[i].scalar_type();
-      if (!own_anchor) return false;
-    }
-  }
-  return true;
-}
-
 }  // namespace
 
 void HostLayout::fit(at::TensorList ts) {
@@ -182,6 +144,44 @@ bool bias(at::TensorList out, at::TensorList avg, at::TensorList anchor, double 
   }
   layout.fit(avg);
   run(AV_OP_BIAS, layout, &s.avg, &s.src, &s.out, beta, "bias_toward_flat_");
+  return true;
+}
+
+// Whether every out[i] either shares no byte with any avg or anchor tensor, or is anchor[i]
+// itself (same address, dtype and size: the pass reads each element before writing it). The
+// read spans are sorted once; for each out, the spans starting before its end are a prefix, and a
+// running maximum of their ends stops the backward walk at the first one that cannot reach it,
+// so a call without aliasing costs O(n log n).
+bool bias_aliasing_ok(at::TensorList out, at::TensorList avg, at::TensorList anchor) {
+  struct Read {
+    Span s;
+    int64_t anchor_of;  // the index i when this is anchor[i], else -1
+  };
+  thread_local std::vector<Read> reads;
+  thread_local std::vector<uintptr_t> reach;
+  reads.clear();
+  reach.clear();
+  for (size_t i = 0; i < avg.size(); ++i) {
+    if (avg[i].numel() > 0) reads.push_back(Read{span_of(avg[i]), -1});
+    if (anchor[i].numel() > 0) reads.push_back(Read{span_of(anchor[i]), static_cast<int64_t>(i)});
+  }
+  std::sort(reads.begin(), reads.end(), [](const Read& x, const Read& y) { return x.s.start < y.s.start; });
+  uintptr_t far = 0;
+  for (const auto& r : reads) reach.push_back(far = std::max(far, r.s.end));
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (out[i].numel() == 0) continue;
+    const Span o = span_of(out[i]);
+    auto k = std::lower_bound(reads.begin(), reads.end(), o.end,
+                              [](const Read& r, uintptr_t e) { return r.s.start < e; }) -
+             reads.begin();
+    for (auto j = k - 1; j >= 0 && reach[j] > o.start; --j) {
+      const Read& r = reads[j];
+      if (r.s.end <= o.start) continue;
+      const bool own_anchor = r.anchor_of == static_cast<int64_t>(i) && r.s.start == o.start && r.s.end == o.end &&
+                              anchor[i].scalar_type() == out[i].scalar_type();
+      if (!own_anchor) return false;
+    }
+  }
   return true;
 }
 

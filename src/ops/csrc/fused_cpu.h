@@ -61,6 +61,11 @@ bool copy_out(at::TensorList out, at::TensorList avg, HostLayout& layout);
 // out[t] <- avg[t] + beta * (avg[t] - anchor[t]), computed in avg[t]'s dtype, rounded to out[t]'s.
 bool bias(at::TensorList out, at::TensorList avg, at::TensorList anchor, double beta, HostLayout& layout);
 
+// Whether every out[i] either shares no byte with any avg or anchor tensor, or is anchor[i]
+// itself (same address, dtype and size): what a pass that writes `out` in place, block by block,
+// needs (the CPU pass here, the CUDA kernel in fused_cuda.h).
+bool bias_aliasing_ok(at::TensorList out, at::TensorList avg, at::TensorList anchor);
+
 // How many fused passes this process has run (every successful call above adds one): the tests
 // read it to hold the ops to the fused path. `torch.ops.asymvalley._fused_cpu_passes()`.
 int64_t passes();

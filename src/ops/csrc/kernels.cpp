@@ -11,16 +11,22 @@
 // fused passes (`torch.ops.asymvalley._fused_cpu_passes()`) to hold each case to its path.
 //
 // CUDA (and any other device): `at::_foreach_*`, one call per (device, dtype) group, so an update
-// is a handful of fused launches. The core's fused CUDA kernel is launched from Rust through
-// NVRTC and the driver API (src/core/src/shim/cuda.rs), which this C++ library does not link;
-// routing the ops through it waits for a GPU run that can check it.
-//
+// is a handful of fused launches. Behind a switch, OFF by default, the core's fused CUDA kernel
+// instead (fused_cuda.h: ONE NVRTC-compiled launch over every tensor, each read in its own dtype,
+// the plan's device tables cached in Rust per fingerprint of the call): set
+// `ASYMVALLEY_OP_FUSED_CUDA=1` before the first CUDA update of the process (read once; `0`/unset
+// is off, any other value is refused by name), or call `torch.ops.asymvalley._set_fused_cuda(True)`.
+// A call the kernel cannot take (non-contiguous, mixed devices, a half average, no driver or
+// NVRTC) takes the `_foreach` path, with the same values; `_fused_cuda_launches()` counts the
+// launches. It stays off until a GPU run (benches/gpu/run.sh measures both settings) checks it.
+
 // Counter and weight, without a device sync:
 // - `n_averaged` on the CPU (what `asymvalley.AveragedModel` passes: a host-side counter): it is
 //   read directly (a CPU read, no device sync) and the weight is a host double, which the fused
 //   pass (CPU) or `_foreach_lerp_`'s fused fast path (CUDA) takes.
 // - `n_averaged` on the device (TorchScript users mirroring `AveragedModel.n_averaged`): never
-//   read on the host. The weight is a 0-dim device tensor (`1/(n+1)` for SWA, `where(n == 0, 1,
+//   read on the host. The weight is a 0-dim device tensor (float64; with the switch on, the fused
+//   kernel reads it from device memory when it runs) (`1/(n+1)` for SWA, `where(n == 0, 1,
 //   1 - decay)` for EMA) fed to `_foreach_lerp_`'s tensor-weight overload; weight 1 is the copy
 //   of the first call (`lerp(a, b, 1) == b` exactly for finite `a`). That overload loops per
 //   tensor on CUDA: it trades launches for the absence of a sync.
@@ -45,6 +51,7 @@
 
 #include "foreach_kernels.h"
 #include "fused_cpu.h"
+#include "fused_cuda.h"
 #include "rust_ffi.h"
 #include "validate.h"
 
@@ -108,6 +115,7 @@ fused::HostLayout& op_layout() {
 
 void lerp_host(at::TensorList avg, at::TensorList params, bool copy, double weight, fused::HostLayout& layout) {
   if (fused::lerp(avg, params, copy, weight, layout)) return;
+  if (fused_cuda::lerp(avg, params, copy, weight, nullptr)) return;
   if (copy) {  // `_foreach_copy_` converts dtypes and crosses devices itself: one call
     at::_foreach_copy_(avg, params, /*non_blocking=*/false);
     return;
@@ -131,7 +139,8 @@ void swa_update_(at::TensorList avg, at::TensorList params, const at::Tensor& n_
     lerp_host(avg, params, n == 0, asymvalley_op_swa_weight(n), op_layout());
   } else {
     // 1/(n+1) computed in float64 on the device (cast to each group's dtype); n = 0 gives 1 (the copy).
-    lerp_device(avg, params, at::reciprocal((n_averaged + 1).to(at::kDouble)));
+    const auto w = at::reciprocal((n_averaged + 1).to(at::kDouble));
+    if (!fused_cuda::lerp(avg, params, /*copy=*/false, 0.0, &w)) lerp_device(avg, params, w);
   }
   n_averaged.add_(1);
 }
@@ -147,7 +156,7 @@ void ema_update_(at::TensorList avg, at::TensorList params, const at::Tensor& n_
   } else {
     auto opts = n_averaged.options().dtype(at::kDouble);
     auto w = at::where(n_averaged.eq(0), at::ones({}, opts), at::full({}, 1.0 - decay, opts));
-    lerp_device(avg, params, w);
+    if (!fused_cuda::lerp(avg, params, /*copy=*/false, 0.0, &w)) lerp_device(avg, params, w);
   }
   n_averaged.add_(1);
 }
@@ -160,6 +169,7 @@ void bias_toward_flat_(at::TensorList out, at::TensorList avg, at::TensorList an
   check::bias_call(out, avg, anchor, beta);
   at::NoGradGuard no_grad;
   if (fused::bias(out, avg, anchor, beta, op_layout())) return;
+  if (fused_cuda::bias(out, avg, anchor, beta)) return;
   const auto groups = groups_of(avg);
   std::vector<std::vector<at::Tensor>> results;
   results.reserve(groups.size());

@@ -1,11 +1,13 @@
 // The schemas and registrations of the op library: `torch.ops.asymvalley.{swa_update_,
 // ema_update_, bias_toward_flat_}` with their CompositeExplicitAutograd and Meta kernels, and
 // `torch.classes.asymvalley.Averager` (`valley_asymmetry` registers itself in valley_op.cpp), and
-// the fused CPU pass's two diagnostics `_fused_cpu_passes()` and `_cpu_variant()`.
+// the fused CPU pass's two diagnostics `_fused_cpu_passes()` and `_cpu_variant()`, and the fused
+// CUDA path's switch and counters (`_fused_cuda`, `_set_fused_cuda`, `_fused_cuda_launches/builds`).
 #include <torch/custom_class.h>
 #include <torch/library.h>
 
 #include "averager_class.h"
+#include "fused_cuda.h"
 #include "kernels.h"
 
 TORCH_LIBRARY(asymvalley, m) {
@@ -18,6 +20,11 @@ TORCH_LIBRARY(asymvalley, m) {
   // Diagnostics of the fused CPU pass (fused_cpu.h): how many passes ran, and which compiled variant.
   m.def("_fused_cpu_passes() -> int", &asymvalley::fused::passes);
   m.def("_cpu_variant() -> str", &asymvalley::fused::variant);
+  // The fused CUDA path's switch (fused_cuda.h: ASYMVALLEY_OP_FUSED_CUDA, off by default) and counters.
+  m.def("_fused_cuda() -> bool", &asymvalley::fused_cuda::enabled);
+  m.def("_set_fused_cuda(bool on) -> ()", &asymvalley::fused_cuda::set_enabled);
+  m.def("_fused_cuda_launches() -> int", &asymvalley::fused_cuda::launches);
+  m.def("_fused_cuda_builds() -> int", &asymvalley::fused_cuda::builds);
 
   using asymvalley::Averager;
   m.class_<Averager>("Averager")

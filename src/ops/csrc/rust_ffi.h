@@ -28,6 +28,14 @@ char* asymvalley_valley_asymmetry_raw(const double* offsets, const double* losse
 char* asymvalley_valley_probe_raw(const uint8_t* module, size_t module_len, at::Tensor* const* tensors,
                                   size_t n_tensors, int has_test, const char* request, char** out_json,
                                   void (*sink)(void* data, const at::Tensor* t), void* data);
+// Parses the switch ASYMVALLEY_OP_FUSED_CUDA (value NULL: unset) into *out (1 on, 0 off).
+char* asymvalley_op_fused_cuda_switch(const char* value, int* out);
+// One fused CUDA pass over n (avg, model) pairs, `stride` bytes apart (a TensorList's data());
+// op: AV_OP_LERP / AV_OP_COPY_IN / AV_OP_BIAS; scalar_tensor: NULL or a 0-dim float64 device
+// tensor the kernel reads the scalar from. *taken = 1 if launched, 0 if ineligible (nothing written).
+char* asymvalley_op_cuda_fused(int op, const void* avg, const void* model, size_t n, size_t stride, double scalar,
+                               const void* scalar_tensor, int* taken);
+char* asymvalley_op_cuda_fused_stats(int64_t* launches, int64_t* builds);
 // Frees every message the functions above return.
 void asymvalley_op_free_error(char* msg);
 }

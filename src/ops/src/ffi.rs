@@ -234,3 +234,157 @@ pub unsafe extern "C" fn asymvalley_valley_probe_raw(
         Ok(())
     })
 }
+
+/// Writes to `*out` whether `value` (NULL: the variable is unset) turns the fused CUDA path on
+/// ([`crate::switch::parse`]); an error message names the variable and the value otherwise.
+///
+/// # Safety
+/// `value` is NULL or NUL-terminated; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn asymvalley_op_fused_cuda_switch(
+    value: *const c_char,
+    out: *mut c_int,
+) -> *mut c_char {
+    guarded(|| {
+        // SAFETY: forwarded caller contract.
+        let v = (!value.is_null()).then(|| unsafe { text(value) });
+        let on = crate::switch::parse(v.as_deref()).map_err(|msg| {
+            avcore::error::Error::InvalidConfig {
+                field: crate::switch::VAR,
+                value: v.as_deref().unwrap_or("").to_string(),
+                expected: msg,
+            }
+        })?;
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        // SAFETY: writable (caller's contract), not NULL (checked).
+        unsafe { out.write(c_int::from(on)) };
+        Ok(())
+    })
+}
+
+/// The op library's fused CUDA plans: one per fingerprint of a call's pairs, so repeated updates
+/// of one model reuse theirs (no table upload, no host-to-device copy per step).
+fn plan_cache() -> &'static std::sync::Mutex<avcore::plan::PlanCache> {
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<avcore::plan::PlanCache>> =
+        std::sync::OnceLock::new();
+    CACHE.get_or_init(|| std::sync::Mutex::new(avcore::plan::PlanCache::default()))
+}
+
+/// How many fused CUDA launches this process ran through [`asymvalley_op_cuda_fused`].
+static CUDA_LAUNCHES: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Tensors borrowed from C++ for one call: never freed here (C++ owns them), even on a panic.
+struct Borrowed(Vec<tch::Tensor>);
+
+impl Borrowed {
+    /// # Safety
+    /// `base` points to `n` live `at::Tensor`s laid `stride` bytes apart (a `TensorList`).
+    unsafe fn new(base: *const c_void, stride: usize, n: usize) -> Self {
+        Borrowed(
+            (0..n)
+                // SAFETY: inside the caller's array; tch's handle is an `at::Tensor*`.
+                .map(|i| unsafe {
+                    tch::Tensor::from_ptr(base.cast::<u8>().add(i * stride).cast_mut().cast())
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Borrowed {
+    fn drop(&mut self) {
+        for t in self.0.drain(..) {
+            std::mem::forget(t);
+        }
+    }
+}
+
+/// One fused CUDA pass (the core's kernel, [`avcore::plan::PlanCache`]) over the pairs
+/// `(avg[t], model[t])`: `op` is 0 (lerp, weight `scalar`), 1 (copy-in) or 3 (bias: `model ←
+/// avg + scalar·(avg − model)`), the codes of `fused/cpu.h`. When `scalar_tensor` is not NULL
+/// (a 0-dim float64 tensor on the pairs' device), the kernel reads the scalar from it. Writes 1
+/// to `*taken` when the kernel was launched, 0 when the pairs cannot take it (not contiguous,
+/// mixed devices, a half average, no driver or NVRTC): nothing is then written and the caller
+/// runs its `_foreach` path. The caller has validated the call.
+///
+/// # Safety
+/// `avg` and `model` point to `n` live `at::Tensor`s each, `stride` bytes apart; `scalar_tensor`
+/// is NULL or a live `at::Tensor`; `taken` is writable.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn asymvalley_op_cuda_fused(
+    op: c_int,
+    avg: *const c_void,
+    model: *const c_void,
+    n: usize,
+    stride: usize,
+    scalar: f64,
+    scalar_tensor: *const c_void,
+    taken: *mut c_int,
+) -> *mut c_char {
+    guarded(|| {
+        if taken.is_null() || (n > 0 && (avg.is_null() || model.is_null())) {
+            return Err(null("avg/model/taken"));
+        }
+        let op = match op {
+            0 => avcore::plan::FusedOp::Lerp(scalar),
+            1 => avcore::plan::FusedOp::CopyIn,
+            3 => avcore::plan::FusedOp::Bias(scalar),
+            other => {
+                return Err(avcore::error::Error::invalid(
+                    "op",
+                    other,
+                    "0 (lerp), 1 (copy-in) or 3 (bias)",
+                ))
+            }
+        };
+        // SAFETY: the caller's arrays (contract above).
+        let (a, m) = unsafe {
+            (
+                Borrowed::new(avg, stride, n),
+                Borrowed::new(model, stride, n),
+            )
+        };
+        // SAFETY: a live tensor when not NULL (contract above).
+        let s = (!scalar_tensor.is_null()).then(|| unsafe { Borrowed::new(scalar_tensor, 0, 1) });
+        let mut cache = plan_cache()
+            .lock()
+            .map_err(|_| avcore::error::Error::Shim {
+                op: "fused CUDA update",
+                msg: "the plan cache's lock was poisoned by a panic".into(),
+            })?;
+        let ran = cache.apply(op, &a.0, &m.0, s.as_ref().and_then(|s| s.0.first()))?;
+        if ran.is_ok() {
+            CUDA_LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        // SAFETY: writable (contract above), not NULL (checked).
+        unsafe { taken.write(c_int::from(ran.is_ok())) };
+        Ok(())
+    })
+}
+
+/// How many launches [`asymvalley_op_cuda_fused`] made, and how many plans its cache built (the
+/// GPU check holds repeated updates to one build).
+///
+/// # Safety
+/// `launches` and `builds` are writable.
+#[no_mangle]
+pub unsafe extern "C" fn asymvalley_op_cuda_fused_stats(
+    launches: *mut i64,
+    builds: *mut i64,
+) -> *mut c_char {
+    guarded(|| {
+        if launches.is_null() || builds.is_null() {
+            return Err(null("launches/builds"));
+        }
+        let cache = plan_cache().lock().map_err(|_| null("plan cache"))?;
+        // SAFETY: writable (caller's contract), not NULL (checked).
+        unsafe {
+            launches.write(CUDA_LAUNCHES.load(std::sync::atomic::Ordering::Relaxed));
+            builds.write(i64::try_from(cache.builds()).unwrap_or(i64::MAX));
+        }
+        Ok(())
+    })
+}

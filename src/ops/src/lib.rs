@@ -10,6 +10,7 @@
 //! `valley_asymmetry` ([`valley`]).
 //!
 //! - [`abi`]: the types both languages share (`build.rs` writes their C++ header).
+//! - [`switch`]: `ASYMVALLEY_OP_FUSED_CUDA`, the switch of the fused CUDA path.
 //! - [`ffi`]: every `extern "C"` function and every `unsafe` of the crate.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -17,6 +18,7 @@ pub mod abi;
 pub mod ffi;
 pub mod probe;
 pub mod rule;
+pub mod switch;
 pub mod valley;
 
 use avcore::error::Result;

@@ -8,3 +8,6 @@ mod abi;
 #[allow(dead_code)]
 #[path = "../src/rule.rs"]
 mod rule;
+#[allow(dead_code)]
+#[path = "../src/switch.rs"]
+mod switch;

@@ -7,6 +7,11 @@
 //! model tensor, a few host calls per tensor and no device access — with the one the plan was
 //! built from, and rebuilds on any difference. A stale pointer is therefore never handed to a
 //! pass.
+//!
+//! The pass's scalar (the lerp weight `w` or the bias `β`) is a host number in the [`FusedOp`], or,
+//! through [`FusedPlan::apply_with_device_scalar`], a 0-dim float64 tensor on the pairs' device that
+//! the CUDA kernel reads when it runs: a weight computed on the device from a device counter
+//! (`1/(n+1)`, no host read, no sync), and the current weight when a captured CUDA graph replays.
 use super::{apply_cpu, FusedOp, Layout};
 use crate::{Error, Result};
 use tch::{Device, Kind, Tensor};
@@ -38,6 +43,77 @@ impl PairKey {
             avg_device: avg.device(),
             model_device: model.device(),
         }
+    }
+}
+
+/// The fingerprint of one call's `(average, model)` pairs: what a plan is built from
+/// ([`FusedPlan::built_for`]); a few host calls per tensor, no device access.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fingerprint(Vec<PairKey>);
+
+impl Fingerprint {
+    /// The fingerprint of the pairs `(avg[t], model[t])` (the shorter list bounds them; the
+    /// callers check the lengths first).
+    pub fn of(avg: &[Tensor], model: &[Tensor]) -> Self {
+        Fingerprint(
+            avg.iter()
+                .zip(model)
+                .map(|(a, m)| PairKey::of(a, m))
+                .collect(),
+        )
+    }
+}
+
+/// Checks a device scalar's metadata for `op` over pairs on `device` (`None`: no pairs): a
+/// defined 0-dim float64 tensor on that device, for an op that has a scalar. Reads no data.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] naming `op` (a copy has no scalar) or the scalar (`weight` for a lerp,
+/// `beta` for a bias) with what it is and what was expected.
+pub fn check_device_scalar(
+    op: FusedOp,
+    kind: Option<Kind>,
+    dims: usize,
+    scalar_device: Device,
+    device: Option<Device>,
+) -> Result<()> {
+    let field = match op {
+        FusedOp::Lerp(_) => "weight",
+        FusedOp::Bias(_) => "beta",
+        FusedOp::CopyIn | FusedOp::CopyOut => {
+            return Err(Error::invalid(
+                "op",
+                op.name(),
+                "a lerp or a bias (a copy has no scalar to read from the device)",
+            ))
+        }
+    };
+    let expected = |d: Option<Device>| match d {
+        Some(d) => format!("a 0-dim float64 tensor on {d:?}, the pairs' device"),
+        None => "a 0-dim float64 tensor".to_string(),
+    };
+    match kind {
+        None => Err(Error::invalid(
+            field,
+            "an undefined tensor",
+            expected(device),
+        )),
+        Some(k) if k != Kind::Double => Err(Error::invalid(
+            field,
+            format!("a tensor of dtype {k:?}"),
+            expected(device),
+        )),
+        Some(_) if dims != 0 => Err(Error::invalid(
+            field,
+            format!("a tensor of {dims} dimensions"),
+            expected(device),
+        )),
+        Some(_) if device.is_some_and(|d| d != scalar_device) => Err(Error::invalid(
+            field,
+            format!("a tensor on {scalar_device:?}"),
+            expected(device),
+        )),
+        Some(_) => Ok(()),
     }
 }
 
@@ -114,6 +190,55 @@ impl FusedPlan {
         avg: &[Tensor],
         model: &[Tensor],
     ) -> Result<std::result::Result<(), Ineligible>> {
+        Self::check_lengths(op, avg, model)?;
+        op.check_scalar()?;
+        self.apply_keyed(op, avg, model, Fingerprint::of(avg, model), None)
+    }
+
+    /// [`FusedPlan::apply`] with the scalar of `op` (a [`FusedOp::Lerp`] weight or a
+    /// [`FusedOp::Bias`] β; the number inside `op` is ignored) read from `scalar`, a 0-dim float64
+    /// tensor on the pairs' device: on CUDA the kernel reads it when it runs (no host read, so no
+    /// sync, and a captured launch replays with the tensor's current value); on the CPU it is read
+    /// on the host. The value on a device cannot be checked without a sync: the caller guarantees
+    /// a weight in `[0, 1]` (a finite β ≥ 0); on the CPU it is checked.
+    ///
+    /// # Errors
+    /// As [`FusedPlan::apply`]; [`check_device_scalar`]'s refusals. Nothing is modified when it errs.
+    pub fn apply_with_device_scalar(
+        &mut self,
+        op: FusedOp,
+        avg: &[Tensor],
+        model: &[Tensor],
+        scalar: &Tensor,
+    ) -> Result<std::result::Result<(), Ineligible>> {
+        Self::check_lengths(op, avg, model)?;
+        let kind = scalar.defined().then(|| scalar.kind());
+        let dims = if scalar.defined() { scalar.dim() } else { 0 };
+        let device = if scalar.defined() {
+            scalar.device()
+        } else {
+            Device::Cpu
+        };
+        check_device_scalar(op, kind, dims, device, avg.first().map(Tensor::device))?;
+        if device == Device::Cpu {
+            // Host memory: reading it is no sync, and the value is checked like a host scalar.
+            let v = scalar.f_double_value(&[])?;
+            let op = match op {
+                FusedOp::Bias(_) => FusedOp::Bias(v),
+                _ => FusedOp::Lerp(v),
+            };
+            op.check_scalar()?;
+            return self.apply_keyed(op, avg, model, Fingerprint::of(avg, model), None);
+        }
+        self.apply_keyed(op, avg, model, Fingerprint::of(avg, model), Some(scalar))
+    }
+
+    /// Whether the plan was built from `fp` (so an update of those pairs reuses it as it is).
+    pub fn built_for(&self, fp: &Fingerprint) -> bool {
+        self.layout.is_some() && self.keys == fp.0
+    }
+
+    fn check_lengths(op: FusedOp, avg: &[Tensor], model: &[Tensor]) -> Result<()> {
         if avg.len() != model.len() {
             return Err(Error::LengthMismatch {
                 op: op.name(),
@@ -123,12 +248,20 @@ impl FusedPlan {
                 got: model.len(),
             });
         }
-        op.check_scalar()?;
-        let keys: Vec<PairKey> = avg
-            .iter()
-            .zip(model)
-            .map(|(a, m)| PairKey::of(a, m))
-            .collect();
+        Ok(())
+    }
+
+    /// The body of both `apply`s: lengths and a host scalar checked, `fp` the pairs' fingerprint,
+    /// `scalar` a checked device scalar (read by the CUDA kernel) or `None`.
+    pub(crate) fn apply_keyed(
+        &mut self,
+        op: FusedOp,
+        avg: &[Tensor],
+        model: &[Tensor],
+        fp: Fingerprint,
+        scalar: Option<&Tensor>,
+    ) -> Result<std::result::Result<(), Ineligible>> {
+        let keys = fp.0;
         if keys != self.keys || self.layout.is_none() {
             if let Err(why) = self.rebuild(keys, avg, model)? {
                 return Ok(Err(why));
@@ -140,7 +273,7 @@ impl FusedPlan {
         match device {
             Device::Cpu => apply_cpu(layout, op, avg, model)?,
             Device::Cuda(_) => match self.cuda.as_ref() {
-                Some(plan) => plan.launch(op)?,
+                Some(plan) => plan.launch(op, scalar.map(|s| s.data_ptr() as *const f64))?,
                 None => return Ok(Err(Ineligible::Device("no device plan was built".into()))),
             },
             other => {

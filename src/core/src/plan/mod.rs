@@ -12,10 +12,12 @@
 //! `csrc/fused/cpu.cpp`, the CUDA kernel through NVRTC and the driver API) are FFI, and live in
 //! [`crate::shim`] with the crate's other `unsafe` code: [`crate::shim::fused_cpu`] and
 //! [`crate::shim::cuda`].
+pub mod cache;
 pub mod fused;
 pub mod layout;
 pub mod op;
 
 pub use crate::shim::fused_cpu::{apply_cpu, cpu_variant, lerp_cpu};
+pub use cache::PlanCache;
 pub use layout::{Layout, Segment};
 pub use op::FusedOp;

@@ -597,7 +597,9 @@ impl DevicePlan {
     }
 
     /// One launch of `op` over the whole plan on torch's current stream; no synchronization.
-    pub(crate) fn launch(&self, op: FusedOp) -> Result<()> {
+    /// `scalar_ptr`, when given, is the device address of a float64 the kernel reads as the op's
+    /// scalar instead of the one in `op` (the caller checked it is a 0-dim float64 on this device).
+    pub(crate) fn launch(&self, op: FusedOp, scalar_ptr: Option<*const f64>) -> Result<()> {
         if self.blocks == 0 {
             return Ok(());
         }
@@ -625,7 +627,7 @@ impl DevicePlan {
             FusedOp::CopyOut => (AV_OP_COPY_OUT, 0.0),
             FusedOp::Bias(b) => (AV_OP_BIAS, b),
         };
-        let mut scalar_ptr: *const f64 = std::ptr::null();
+        let mut scalar_ptr: *const f64 = scalar_ptr.unwrap_or(std::ptr::null());
         let mut params: [*mut c_void; 5] = [
             (&mut layout as *mut AvLayout).cast(),
             (&mut tensors as *mut AvTensorsDev).cast(),
