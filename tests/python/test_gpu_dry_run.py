@@ -84,6 +84,14 @@ def test_dry_run_passes_every_section_and_writes_the_expected_json(tmp_path):
     for e in r["cuda_graph"]:
         assert e["ok"] and e["replays"] == 3 and e["max_abs_diff"] == 0.0, e
 
+    # 1f/3f/3bf. The same checks with the fused CUDA path switched on, and one more record: on the
+    # CPU the switch must launch nothing (on CUDA: at least one launch).
+    for key, base in (("ops_fused_cuda", "ops"), ("sync_debug_fused_cuda", "sync_debug"),
+                      ("cuda_graph_fused_cuda", "cuda_graph")):
+        assert len(r[key]) == len(r[base]) + 1, key
+        assert all(e["ok"] for e in r[key]), r[key]
+        assert r[key][-1]["name"].startswith("fused CUDA kernel launched") and r[key][-1]["launches"] == 0
+
     # 4. cost: one model, the closed-form size, every timing a positive number.
     (c,) = r["cost"]
     assert "error" not in c, c.get("error")
@@ -92,6 +100,8 @@ def test_dry_run_passes_every_section_and_writes_the_expected_json(tmp_path):
         "floor_copy_12B", "floor_copy_10B", "raw_foreach_lerp", "op_ema_update_", "op_swa_update_",
         "op_ema_update_bf16_params", "torch_AveragedModel_swa", "torch_AveragedModel_ema",
         "ours_AveragedModel_swa", "ours_AveragedModel_ema",
+        # the same op calls with the fused CUDA path switched on (on the CPU: the same CPU pass)
+        "op_ema_update__fused_cuda", "op_swa_update__fused_cuda", "op_ema_update_bf16_params_fused_cuda",
     }
     assert set(c["ms"]) == expected
     assert all(math.isfinite(v) and v > 0 for v in c["ms"].values()), c["ms"]
