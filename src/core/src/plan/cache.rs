@@ -66,11 +66,7 @@ impl PlanCache {
             Some(i) => self.plans.remove(i),
             None => FusedPlan::new(),
         };
-        let run = |plan: &mut FusedPlan| match scalar {
-            Some(s) => plan.apply_with_device_scalar(op, avg, model, s),
-            None => plan.apply(op, avg, model),
-        };
-        let out = run(&mut plan);
+        let out = plan.apply_fingerprinted(op, avg, model, scalar, Some(fp));
         // Keep a found plan even when this call was refused (it is still valid for its pairs);
         // a new one only when it was built.
         if found.is_some() || plan.builds() > 0 {

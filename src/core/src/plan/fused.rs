@@ -190,9 +190,7 @@ impl FusedPlan {
         avg: &[Tensor],
         model: &[Tensor],
     ) -> Result<std::result::Result<(), Ineligible>> {
-        Self::check_lengths(op, avg, model)?;
-        op.check_scalar()?;
-        self.apply_keyed(op, avg, model, Fingerprint::of(avg, model), None)
+        self.apply_fingerprinted(op, avg, model, None, None)
     }
 
     /// [`FusedPlan::apply`] with the scalar of `op` (a [`FusedOp::Lerp`] weight or a
@@ -211,7 +209,26 @@ impl FusedPlan {
         model: &[Tensor],
         scalar: &Tensor,
     ) -> Result<std::result::Result<(), Ineligible>> {
+        self.apply_fingerprinted(op, avg, model, Some(scalar), None)
+    }
+
+    /// The body of both `apply`s: [`FusedPlan::apply`] (`scalar` `None`) or
+    /// [`FusedPlan::apply_with_device_scalar`], with the pairs' fingerprint when the caller has
+    /// already computed it (a [`super::PlanCache`] looking for its plan), so it is taken once per call.
+    pub(crate) fn apply_fingerprinted(
+        &mut self,
+        op: FusedOp,
+        avg: &[Tensor],
+        model: &[Tensor],
+        scalar: Option<&Tensor>,
+        fp: Option<Fingerprint>,
+    ) -> Result<std::result::Result<(), Ineligible>> {
         Self::check_lengths(op, avg, model)?;
+        let fp = fp.unwrap_or_else(|| Fingerprint::of(avg, model));
+        let Some(scalar) = scalar else {
+            op.check_scalar()?;
+            return self.apply_keyed(op, avg, model, fp, None);
+        };
         let kind = scalar.defined().then(|| scalar.kind());
         let dims = if scalar.defined() { scalar.dim() } else { 0 };
         let device = if scalar.defined() {
@@ -228,9 +245,9 @@ impl FusedPlan {
                 _ => FusedOp::Lerp(v),
             };
             op.check_scalar()?;
-            return self.apply_keyed(op, avg, model, Fingerprint::of(avg, model), None);
+            return self.apply_keyed(op, avg, model, fp, None);
         }
-        self.apply_keyed(op, avg, model, Fingerprint::of(avg, model), Some(scalar))
+        self.apply_keyed(op, avg, model, fp, Some(scalar))
     }
 
     /// Whether the plan was built from `fp` (so an update of those pairs reuses it as it is).
@@ -251,7 +268,7 @@ impl FusedPlan {
         Ok(())
     }
 
-    /// The body of both `apply`s: lengths and a host scalar checked, `fp` the pairs' fingerprint,
+    /// The pass itself: lengths and a host scalar checked, `fp` the pairs' fingerprint,
     /// `scalar` a checked device scalar (read by the CUDA kernel) or `None`.
     pub(crate) fn apply_keyed(
         &mut self,
